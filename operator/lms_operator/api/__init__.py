@@ -1,1 +1,1 @@
-
+"""The LargeModelService API: schema, spec parsing, validation, version keys, status."""

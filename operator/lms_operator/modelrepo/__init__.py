@@ -1,1 +1,1 @@
-
+"""Triton model repositories: layout of published versions and config.pbtxt."""

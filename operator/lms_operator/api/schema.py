@@ -1,0 +1,284 @@
+"""The LargeModelService OpenAPI schema: the single source of the API's shape.
+
+The CRD in crds/ is generated from these dicts, and the Python spec parser
+validates and defaults against the very same dicts (CEL rules included), so the
+API server and `lms render` cannot disagree about what a valid resource is.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+GROUP = "serving.lms.dev"
+VERSION = "v1alpha1"
+KIND = "LargeModelService"
+PLURAL = "largemodelservices"
+SINGULAR = "largemodelservice"
+SHORT_NAMES = ["lms"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+MODEL_URI_PATTERN = r"^(file:|hf://|pvc://|s3://)\S+$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+DNS1123_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _with(schema: Schema, description: str | None, default: Any) -> Schema:
+    if description:
+        schema["description"] = description
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def string(description: str | None = None, *, enum: list[str] | None = None, max_length: int = 256,
+           pattern: str | None = None, default: str | None = None, min_length: int | None = None) -> Schema:
+    schema: Schema = {"type": "string", "maxLength": max_length}
+    if enum:
+        schema["enum"] = enum
+    if pattern:
+        schema["pattern"] = pattern
+    if min_length is not None:
+        schema["minLength"] = min_length
+    return _with(schema, description, default)
+
+
+def integer(description: str | None = None, *, minimum: int | None = None, maximum: int | None = None,
+            default: int | None = None) -> Schema:
+    schema: Schema = {"type": "integer", "format": "int64"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return _with(schema, description, default)
+
+
+def number(description: str | None = None, *, minimum: float | None = None, maximum: float | None = None,
+           exclusive_minimum: bool = False, exclusive_maximum: bool = False, default: float | None = None) -> Schema:
+    schema: Schema = {"type": "number"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+        if exclusive_minimum:
+            schema["exclusiveMinimum"] = True
+    if maximum is not None:
+        schema["maximum"] = maximum
+        if exclusive_maximum:
+            schema["exclusiveMaximum"] = True
+    return _with(schema, description, default)
+
+
+def boolean(description: str | None = None, *, default: bool | None = None) -> Schema:
+    return _with({"type": "boolean"}, description, default)
+
+
+def array(items: Schema, description: str | None = None, *, max_items: int = 16) -> Schema:
+    return _with({"type": "array", "items": items, "maxItems": max_items}, description, None)
+
+
+def string_map(description: str | None = None, *, max_properties: int = 32) -> Schema:
+    return _with({"type": "object", "additionalProperties": string(max_length=253),
+                  "maxProperties": max_properties}, description, None)
+
+
+def obj(properties: dict[str, Schema], description: str | None = None, *, required: list[str] | None = None,
+        rules: list[dict[str, str]] | None = None, default: dict[str, Any] | None = None) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return _with(schema, description, default)
+
+
+def rule(expression: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    entry = {"rule": expression, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+MODEL = obj({
+    "uri": string("Where the source model lives: file:, hf://org/name, pvc://claim/path or s3://bucket/key.",
+                  max_length=2048, pattern=MODEL_URI_PATTERN),
+    "format": string("Source format.", enum=["huggingface", "torchscript", "onnx"], default="huggingface"),
+    "task": string("What the model does; decides its inputs, outputs and quality metric.",
+                   enum=["feature-extraction", "text-classification", "image-classification",
+                         "tabular-classification"], default="feature-extraction"),
+    "sha256": string("Digest pin of the model file (or of a folder's manifest); a mismatch fails the resource.",
+                     max_length=64, pattern="^[a-f0-9]{64}$"),
+}, "The model to compress and serve.", required=["uri"])
+
+PRUNING = obj({
+    "method": string("magnitude: global L1 pruning to a sparsity; threshold: weights below it become 0.",
+                     enum=["magnitude", "threshold"], default="magnitude"),
+    "sparsity": number("Fraction of weights removed (magnitude).", minimum=0.0, maximum=0.95,
+                       exclusive_maximum=True, default=0.3),
+    "threshold": number("Absolute weight threshold (threshold method).", minimum=0.0, maximum=1.0,
+                        exclusive_minimum=True),
+    "structured": boolean("Remove whole attention heads and FFN rows, so matrices shrink.", default=False),
+}, "Weight pruning.", rules=[
+    rule("self.method != 'threshold' || has(self.threshold)", "threshold is required when method is threshold",
+         ".threshold"),
+])
+
+QUANTIZATION = obj({
+    "mode": string("dynamic/static int8 for CPU pools, fp16 for GPU pools.",
+                   enum=["dynamic", "static", "fp16", "none"], default="dynamic"),
+    "perChannel": boolean("Per-channel int8 weights (better accuracy).", default=True),
+    "calibrationSamples": integer("Samples for static calibration.", minimum=1, maximum=4096, default=64),
+}, "Quantization.", default={})
+
+DISTILLATION = obj({
+    "studentLayers": integer("Transformer layers kept in the student.", minimum=1, maximum=48),
+    "temperature": number("Softmax temperature T.", minimum=0.0, maximum=20.0, exclusive_minimum=True, default=2.0),
+    "alpha": number("Weight of the task loss; 1 - alpha weighs the teacher term.", minimum=0.0, maximum=1.0,
+                    default=0.5),
+    "epochs": integer("Passes over the training text.", minimum=1, maximum=100, default=1),
+    "dataset": string("Training data: a local text file, one example per line (default: built-in corpus).",
+                      max_length=2048),
+    "studentUri": string("A given student model instead of a layer-dropped teacher.", max_length=2048,
+                         pattern=MODEL_URI_PATTERN),
+    "seed": integer("Random seed; the same seed gives the same student.", minimum=0, maximum=2**31 - 1, default=0),
+}, "Knowledge distillation into a smaller student.", required=["studentLayers"])
+
+QUALITY_GATE = obj({
+    "metric": string("cosine (to the teacher's embeddings), accuracy or agreement (with the teacher's labels).",
+                     enum=["cosine", "accuracy", "agreement"], default="cosine"),
+    "min": number("Lowest acceptable score.", minimum=0.0, maximum=1.0, default=0.99),
+    "samples": integer("Held-out samples scored.", minimum=8, maximum=10000, default=256),
+}, "Nothing is published below this score.", default={})
+
+COMPRESSION = obj({
+    "pruning": PRUNING,
+    "quantization": QUANTIZATION,
+    "distillation": DISTILLATION,
+    "qualityGate": QUALITY_GATE,
+    "variantSearch": boolean("Try every allowed variant and keep the fastest that passes the gate.", default=True),
+}, "How the model is made smaller and faster.", default={})
+
+TOLERATION = obj({
+    "key": string(max_length=253),
+    "operator": string(enum=["Exists", "Equal"], default="Equal"),
+    "value": string(max_length=253),
+    "effect": string(enum=["NoSchedule", "PreferNoSchedule", "NoExecute"]),
+    "tolerationSeconds": integer(minimum=0),
+})
+
+SERVING = obj({
+    "device": string("Node pool class.", enum=["cpu", "gpu"], default="cpu"),
+    "image": string("Triton Inference Server image.", max_length=512, default=DEFAULT_TRITON_IMAGE),
+    "nodePool": obj({
+        "nodeSelector": string_map("Labels of the pool's nodes."),
+        "tolerations": array(TOLERATION, "Tolerations for the pool's taints."),
+    }, "Where Triton pods run.", default={}),
+    "resources": obj({
+        "cpu": string("CPU request and limit; also Triton's intra-op threads.", max_length=32,
+                      pattern=QUANTITY_PATTERN, default="2"),
+        "memory": string("Memory request and limit.", max_length=32, pattern=QUANTITY_PATTERN, default="4Gi"),
+        "gpu": integer("nvidia.com/gpu per pod.", minimum=0, maximum=8, default=0),
+    }, "Per-pod resources.", default={}),
+    "maxBatchSize": integer("Largest batch Triton forms.", minimum=1, maximum=1024, default=32),
+    "dynamicBatching": obj({
+        "enabled": boolean(default=True),
+        "maxQueueDelayMicroseconds": integer(minimum=0, maximum=1_000_000, default=2000),
+        "preferredBatchSizes": array(integer(minimum=1, maximum=1024), max_items=8),
+    }, "Triton's dynamic batcher.", default={}),
+    "instances": integer("Model instances per pod.", minimum=1, maximum=16, default=1),
+    "sequenceLength": integer("Tokens per request the gate, benchmark and clients use.", minimum=8, maximum=8192,
+                              default=128),
+}, "How the compressed model is served.", default={}, rules=[
+    rule("self.device != 'gpu' || self.resources.gpu >= 1", "device gpu needs resources.gpu >= 1", ".resources.gpu"),
+    rule("self.device != 'cpu' || self.resources.gpu == 0", "device cpu must not request GPUs", ".resources.gpu"),
+])
+
+AUTOSCALING = obj({
+    "minReplicas": integer(minimum=1, maximum=1000, default=1),
+    "maxReplicas": integer(minimum=1, maximum=1000, default=1),
+    "metric": string("cpu (HPA), queueLatency (Triton queue time, µs) or inferenceRate (inferences/s per pod).",
+                     enum=["cpu", "queueLatency", "inferenceRate"], default="cpu"),
+    "target": integer("Target value: percent for cpu, microseconds or inferences/s otherwise.", minimum=1,
+                      maximum=10_000_000, default=70),
+}, "Replica bounds and the metric that scales between them.", default={}, rules=[
+    rule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+    rule("self.metric != 'cpu' || self.target <= 100", "a cpu target is a percentage (1-100)", ".target"),
+])
+
+REPOSITORY = obj({
+    "pvc": string("PersistentVolumeClaim holding the Triton model repository.", max_length=253,
+                  pattern=DNS1123_PATTERN),
+    "uri": string("Object store prefix (s3://bucket/prefix) holding the repository.", max_length=2048,
+                  pattern=r"^s3://\S+$"),
+}, "Where compressed versions are published.", default={"pvc": "lms-models"}, rules=[
+    rule("has(self.pvc) != has(self.uri)", "exactly one of pvc or uri must be set"),
+])
+
+SPEC = obj({
+    "model": MODEL,
+    "compression": COMPRESSION,
+    "serving": SERVING,
+    "autoscaling": AUTOSCALING,
+    "repository": REPOSITORY,
+}, "Desired state of a LargeModelService.", required=["model"], rules=[
+    rule("self.compression.quantization.mode != 'fp16' || self.serving.device == 'gpu'",
+         "fp16 quantization is only for device gpu", ".compression.quantization.mode"),
+    rule("(self.model.task == 'feature-extraction') == (self.compression.qualityGate.metric == 'cosine')",
+         "qualityGate.metric must be cosine for feature-extraction and accuracy or agreement for classifiers",
+         ".compression.qualityGate.metric"),
+    rule("!has(self.compression.distillation) || self.model.format != 'onnx'",
+         "distillation needs a trainable source (huggingface or torchscript)", ".compression.distillation"),
+    rule("!has(self.compression.pruning) || self.model.format != 'onnx'",
+         "pruning needs a trainable source (huggingface or torchscript)", ".compression.pruning"),
+])
+
+CONDITION = obj({
+    "type": string(max_length=64),
+    "status": string(enum=["True", "False", "Unknown"]),
+    "reason": string(max_length=128),
+    "message": string(max_length=4096),
+    "lastTransitionTime": string(max_length=64),
+    "observedGeneration": integer(minimum=0),
+}, required=["type", "status"])
+
+STATUS = obj({
+    "phase": string(enum=["Pending", "Compressing", "Deploying", "Ready", "Degraded", "Failed"]),
+    "message": string(max_length=4096),
+    "observedGeneration": integer(minimum=0),
+    "modelVersion": string("Version key of the published repository being served.", max_length=64),
+    "desiredVersion": string("Version key the current spec asks for.", max_length=64),
+    "conditions": array(CONDITION, max_items=16),
+    "compression": obj({
+        "originalBytes": integer(minimum=0),
+        "compressedBytes": integer(minimum=0),
+        "ratio": number(),
+        "latencyMs": number(),
+        "baselineLatencyMs": number(),
+        "speedup": number(),
+        "metric": string(max_length=32),
+        "score": number(),
+        "threshold": number(),
+        "passed": boolean(),
+        "variant": string(max_length=128),
+        "sha256": string(max_length=64),
+    }),
+    "endpoint": obj({"http": string(max_length=512), "grpc": string(max_length=512)}),
+    "replicas": integer(minimum=0),
+    "readyReplicas": integer(minimum=0),
+})
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Device", "type": "string", "jsonPath": ".spec.serving.device"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Ratio", "type": "number", "jsonPath": ".status.compression.ratio"},
+    {"name": "Score", "type": "number", "jsonPath": ".status.compression.score"},
+    {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion", "priority": 1},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.http"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+NAME_MAX_LENGTH = 45
+ROOT_RULES = [
+    rule(f"self.metadata.name.size() <= {NAME_MAX_LENGTH}",
+         f"metadata.name must be at most {NAME_MAX_LENGTH} characters (child names add suffixes)"),
+]
