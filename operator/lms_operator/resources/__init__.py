@@ -1,1 +1,1 @@
-
+"""Pure builders: a LargeModelService in, Kubernetes objects (plain dicts) out. No API calls here."""

@@ -1,0 +1,69 @@
+"""The compression Job: runs `lms compress` for one version key, publishing into the repository."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lms_operator.api import schema
+from lms_operator.api.spec import LargeModelService
+from lms_operator.resources import meta
+from lms_operator.resources.pod_security import container_security_context, pod_security_context
+from lms_operator.resources.settings import BuildSettings
+from lms_operator.resources.volumes import (REPOSITORY_VOLUME, SOURCE_VOLUME, pvc_source, repository_volume,
+                                            scratch_volumes)
+
+
+def spec_json(lms: LargeModelService) -> str:
+    """The resource as the Job sees it: defaulted spec, name and namespace, canonical JSON."""
+    manifest = {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
+                "metadata": {"name": lms.name, "namespace": lms.namespace}, "spec": lms.raw_spec}
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+
+
+def build_compression_job(lms: LargeModelService, key: str, settings: BuildSettings,
+                          owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    args = ["compress", "--spec-json", spec_json(lms), "--out", settings.repository_mount]
+    volumes = [repository_volume(lms)]
+    mounts = [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount}]
+    source = pvc_source(lms.spec.model.uri)
+    if source is not None:
+        claim, path = source
+        volumes.append({"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": SOURCE_VOLUME, "mountPath": settings.sources_mount, "readOnly": True})
+        args += ["--model-dir", f"{settings.sources_mount}/{path}".rstrip("/")]
+    scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp"})
+    labels = meta.labels(lms, meta.COMPONENT_COMPRESSION, key)
+    container = {
+        "name": "compress",
+        "image": settings.image,
+        "command": ["lms"],
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "resources": {"requests": {"cpu": settings.compression_cpu, "memory": settings.compression_memory},
+                      "limits": {"cpu": settings.compression_cpu, "memory": settings.compression_memory}},
+        "volumeMounts": mounts + scratch_mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta.metadata(lms, meta.job_name(lms, key), meta.COMPONENT_COMPRESSION, key, owner),
+        "spec": {
+            "backoffLimit": settings.job_backoff_limit,
+            "activeDeadlineSeconds": settings.job_deadline_seconds,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": volumes + scratch,
+                },
+            },
+        },
+    }

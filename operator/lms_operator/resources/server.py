@@ -1,0 +1,134 @@
+"""Triton serving objects: Deployment, Service and PodDisruptionBudget."""
+from __future__ import annotations
+
+from typing import Any
+
+from lms_operator.api.spec import LargeModelService, Toleration
+from lms_operator.modelrepo.layout import relative_version_path
+from lms_operator.resources import meta
+from lms_operator.resources.pod_security import container_security_context, pod_security_context
+from lms_operator.resources.settings import BuildSettings
+from lms_operator.resources.volumes import REPOSITORY_VOLUME, repository_volume, scratch_volumes
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def triton_args(lms: LargeModelService, key: str, settings: BuildSettings) -> list[str]:
+    repository = f"{settings.repository_mount}/{relative_version_path(lms.namespace, lms.name, key)}"
+    return [f"--model-repository={repository}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
+            f"--metrics-port={METRICS_PORT}", "--strict-readiness=true", "--exit-timeout-secs=10",
+            "--log-verbose=0"]
+
+
+def _toleration(t: Toleration) -> dict[str, Any]:
+    entry = {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect,
+             "tolerationSeconds": t.toleration_seconds}
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def _scheduling(lms: LargeModelService) -> dict[str, Any]:
+    serving = lms.spec.serving
+    tolerations = [_toleration(t) for t in serving.tolerations]
+    if serving.device == "gpu" and GPU_TOLERATION not in tolerations:
+        tolerations.append(GPU_TOLERATION)
+    scheduling: dict[str, Any] = {}
+    if serving.node_selector:
+        scheduling["nodeSelector"] = dict(sorted(serving.node_selector.items()))
+    if tolerations:
+        scheduling["tolerations"] = tolerations
+    return scheduling
+
+
+def _resources(lms: LargeModelService) -> dict[str, Any]:
+    res = lms.spec.serving.resources
+    amounts: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    if res.gpu:
+        amounts[GPU_RESOURCE] = res.gpu
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": 2}
+
+
+def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
+                     owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    name = meta.server_name(lms)
+    scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp", "shm": "/dev/shm"})
+    container = {
+        "name": "triton",
+        "image": lms.spec.serving.image,
+        "command": ["tritonserver"],
+        "args": triton_args(lms, key, settings),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                  {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "resources": _resources(lms),
+        "startupProbe": _probe("/v2/health/ready", 5, 120),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "volumeMounts": [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount, "readOnly": True}]
+        + scratch_mounts,
+        "securityContext": container_security_context(),
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [{**repository_volume(lms), "persistentVolumeClaim": {
+            "claimName": lms.spec.repository.pvc, "readOnly": True}}] + scratch,
+        **_scheduling(lms),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta.metadata(lms, name, meta.COMPONENT_SERVER, key, owner),
+        "spec": {
+            "selector": {"matchLabels": meta.selector_labels(lms, meta.COMPONENT_SERVER)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {
+                    "labels": meta.labels(lms, meta.COMPONENT_SERVER, key),
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_service(lms: LargeModelService, key: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta.metadata(lms, meta.server_name(lms), meta.COMPONENT_SERVER, key, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": meta.selector_labels(lms, meta.COMPONENT_SERVER),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                      {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                       "appProtocol": "grpc"},
+                      {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_pdb(lms: LargeModelService, key: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """At most one Triton pod voluntarily disrupted at a time (never blocks drains of a single replica)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta.metadata(lms, meta.server_name(lms), meta.COMPONENT_SERVER, key, owner),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": meta.selector_labels(lms, meta.COMPONENT_SERVER)}},
+    }
+
+
+def endpoints(lms: LargeModelService) -> dict[str, str]:
+    host = f"{meta.server_name(lms)}.{lms.namespace}.svc"
+    return {"http": f"http://{host}:{HTTP_PORT}", "grpc": f"{host}:{GRPC_PORT}"}

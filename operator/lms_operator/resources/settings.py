@@ -1,0 +1,31 @@
+"""Cluster-side settings the builders need besides the spec (operator configuration)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    image: str = "lms-operator:0.1.0"
+    """Image of the compression Job: the operator's own image, which carries `lms compress`."""
+    repository_mount: str = "/models"
+    sources_mount: str = "/sources"
+    job_deadline_seconds: int = 3600
+    job_backoff_limit: int = 1
+    job_ttl_seconds: int = 86400
+    compression_cpu: str = "2"
+    compression_memory: str = "6Gi"
+    keda: bool = False
+    """Use a KEDA ScaledObject for Triton metrics (set when the KEDA CRDs exist)."""
+    prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
+
+    @classmethod
+    def from_env(cls) -> "BuildSettings":
+        defaults = cls()
+        return cls(
+            image=os.environ.get("LMS_IMAGE", defaults.image),
+            prometheus_address=os.environ.get("LMS_PROMETHEUS_ADDRESS", defaults.prometheus_address),
+            compression_cpu=os.environ.get("LMS_COMPRESSION_CPU", defaults.compression_cpu),
+            compression_memory=os.environ.get("LMS_COMPRESSION_MEMORY", defaults.compression_memory),
+        )
