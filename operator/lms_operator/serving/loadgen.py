@@ -1,0 +1,179 @@
+"""Closed-loop gRPC load generator (tritonclient.grpc.aio) with a concurrency sweep.
+
+Each level runs `concurrency` workers that send the next request as soon as the previous
+one answers, until the request budget or the time budget is spent. Latencies are measured
+per request on the client, so they include queueing in Triton's dynamic batcher.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from lms_operator.serving.client import NUMPY_TO_TRITON
+
+TOKEN_RANGE = (1000, 20000)  # ordinary word-piece ids, clear of special tokens
+CLS_ID, SEP_ID = 101, 102
+
+
+@dataclass
+class LevelResult:
+    """Outcome of one concurrency level."""
+
+    concurrency: int
+    requests: int
+    errors: int
+    wall_s: float
+    throughput_rps: float
+    items_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    first_error: str | None = None
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile_ms(latencies_s: Sequence[float], q: float) -> float:
+    if not latencies_s:
+        return float("nan")
+    return float(np.percentile(np.asarray(latencies_s) * 1000.0, q))
+
+
+def summarize(concurrency: int, latencies_s: Sequence[float], errors: int, wall_s: float, items_per_request: int, first_error: str | None = None) -> LevelResult:
+    """Percentiles and throughput of one level (successful requests only in the latencies)."""
+    ok = len(latencies_s)
+    rps = ok / wall_s if wall_s > 0 else 0.0
+    return LevelResult(
+        concurrency=concurrency,
+        requests=ok + errors,
+        errors=errors,
+        wall_s=round(wall_s, 4),
+        throughput_rps=round(rps, 3),
+        items_per_s=round(rps * items_per_request, 3),
+        p50_ms=round(percentile_ms(latencies_s, 50), 3),
+        p95_ms=round(percentile_ms(latencies_s, 95), 3),
+        p99_ms=round(percentile_ms(latencies_s, 99), 3),
+        mean_ms=round(float(np.mean(latencies_s)) * 1000.0, 3) if ok else float("nan"),
+        first_error=first_error,
+    )
+
+
+def synthetic_inputs(inputs_meta: Sequence[Mapping[str, Any]], batch: int, sequence_length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Request payload for a model from its metadata: token ids / full mask for text, normals for vectors."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for meta in inputs_meta:
+        name = meta["name"]
+        dims = [int(d) for d in meta["shape"]][1:]  # metadata shapes carry the batch dim (-1)
+        shape = [batch] + [sequence_length if d < 0 else d for d in dims]
+        if name == "attention_mask":
+            out[name] = np.ones(shape, dtype=np.int64)
+        elif name == "input_ids":
+            ids = rng.integers(*TOKEN_RANGE, size=shape, dtype=np.int64)
+            ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+            out[name] = ids
+        elif meta["datatype"] in ("FP32", "FP16", "FP64"):
+            out[name] = rng.standard_normal(shape).astype({"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}[meta["datatype"]])
+        else:
+            out[name] = rng.integers(0, 2, size=shape).astype(np.int64 if meta["datatype"] == "INT64" else np.int32)
+    return out
+
+
+async def _level(client: Any, model: str, payload: Mapping[str, np.ndarray], concurrency: int, max_requests: int, max_seconds: float, progress: Callable[[str], None] | None) -> LevelResult:
+    import tritonclient.grpc.aio as grpcclient
+
+    tensors = []
+    for name, array in payload.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), NUMPY_TO_TRITON[array.dtype])
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    items = int(next(iter(payload.values())).shape[0])
+    latencies: list[float] = []
+    errors = 0
+    first_error: list[str] = []
+    issued = 0
+    start = time.perf_counter()
+    deadline = start + max_seconds
+
+    async def worker() -> None:
+        nonlocal issued, errors
+        while issued < max_requests and time.perf_counter() < deadline:
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                await client.infer(model, tensors)
+            except Exception as exc:  # noqa: BLE001 - counted and reported, the sweep goes on
+                errors += 1
+                if not first_error:
+                    first_error.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                rate = len(latencies) / elapsed if elapsed > 0 else 0.0
+                p50 = percentile_ms(latencies[-2000:], 50)
+                progress(f"concurrency {concurrency:>3}: {len(latencies) + errors}/{max_requests} requests, {rate:8.1f} req/s, p50 {p50:7.2f} ms, errors {errors}")
+
+    ticker = asyncio.create_task(reporter())
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        ticker.cancel()
+    wall = time.perf_counter() - start
+    return summarize(concurrency, latencies, errors, wall, items, first_error[0] if first_error else None)
+
+
+async def _model_stats(client: Any, model: str) -> tuple[int, int]:
+    """(inference_count, execution_count) from Triton's statistics: their ratio is the mean batch."""
+    stats = await client.get_inference_statistics(model, as_json=True)
+    entry = (stats.get("model_stats") or [{}])[0]
+    return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
+
+async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, progress: Callable[[str], None] | None = None) -> list[LevelResult]:
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        meta = await client.get_model_metadata(model, as_json=True)
+        payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
+        await _level(client, model, payload, 1, warmup, 60.0, None)
+        results = []
+        for concurrency in concurrencies:
+            before = await _model_stats(client, model)
+            result = await _level(client, model, payload, concurrency, max_requests, max_seconds, progress)
+            after = await _model_stats(client, model)
+            inferences, executions = after[0] - before[0], after[1] - before[1]
+            result.server = {"inferences": inferences, "executions": executions, "mean_batch": round(inferences / executions, 3) if executions else 0.0}
+            results.append(result)
+        return results
+    finally:
+        await client.close()
+
+
+def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, show_progress: bool = True) -> list[LevelResult]:
+    """Run the sweep; a live progress line goes to stderr when `show_progress`."""
+
+    def progress(line: str) -> None:
+        sys.stderr.write("\r" + line.ljust(100))
+        sys.stderr.flush()
+
+    show_progress = show_progress and sys.stderr.isatty()
+
+    results = asyncio.run(sweep_async(url, model, concurrencies, max_requests, max_seconds, sequence_length, batch, warmup, progress if show_progress else None))
+    if show_progress:
+        sys.stderr.write("\n")
+    return results
+
+
+def as_dicts(results: Sequence[LevelResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
