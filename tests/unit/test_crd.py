@@ -1,0 +1,56 @@
+"""The committed CRD is exactly what the schema generates, and carries what users rely on."""
+from __future__ import annotations
+
+import yaml
+
+from lms_operator.api.crd import build_crd, render_crd
+from tests.unit.conftest import ROOT
+
+CRD_FILE = ROOT / "crds" / "largemodelservices.yaml"
+
+
+def test_committed_crd_matches_schema() -> None:
+    assert CRD_FILE.read_text() == render_crd(), "run: .venv/bin/lms crd > crds/largemodelservices.yaml"
+
+
+def _walk(schema: dict, path: str = ""):
+    yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{key}")
+    if isinstance(schema.get("items"), dict):
+        yield from _walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _walk(schema["additionalProperties"], f"{path}{{}}")
+
+
+def test_crd_shape() -> None:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == "largemodelservices.serving.lms.dev"
+    assert spec["names"]["shortNames"] == ["lms"]
+    version = spec["versions"][0]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"Phase", "Device", "Ready", "Ratio", "Score", "Endpoint", "Age"} <= columns
+
+
+def test_every_string_and_list_is_bounded() -> None:
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(root):
+        if path in (".apiVersion", ".kind"):
+            continue
+        if node.get("type") == "string":
+            assert "maxLength" in node or "enum" in node, path
+        if node.get("type") == "array":
+            assert "maxItems" in node, path
+
+
+def test_cel_rules_cover_cross_field_constraints() -> None:
+    text = CRD_FILE.read_text()
+    for expression in ("self.device != 'gpu' || self.resources.gpu >= 1",
+                       "self.compression.quantization.mode != 'fp16' || self.serving.device == 'gpu'",
+                       "self.minReplicas <= self.maxReplicas",
+                       "has(self.pvc) != has(self.uri)"):
+        assert expression in text
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert root["properties"]["spec"]["properties"]["model"]["properties"]["uri"]["pattern"].startswith("^(file:|hf://")

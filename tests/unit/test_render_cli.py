@@ -1,0 +1,54 @@
+"""`lms render` and `lms validate` as a user runs them: stable output, clear errors, exit codes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.unit.conftest import EXAMPLES, ROOT
+
+
+def lms(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lms_operator.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_render_is_stable_and_complete() -> None:
+    first = lms("render", str(EXAMPLES / "minilm-cpu.yaml"))
+    second = lms("render", str(EXAMPLES / "minilm-cpu.yaml"))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(first.stdout)]
+    assert kinds == ["Job", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    assert "creationTimestamp" not in first.stdout
+
+
+def test_render_json() -> None:
+    result = lms("render", str(EXAMPLES / "minilm-gpu.yaml"), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["kind"] == "List"
+
+
+def test_invalid_spec_exits_non_zero_with_paths(tmp_path: Path) -> None:
+    spec = yaml.safe_load((EXAMPLES / "minilm-cpu.yaml").read_text())
+    spec["spec"]["compression"]["pruning"] = {"sparsity": 1.5}
+    spec["spec"]["autoscaling"] = {"minReplicas": 3, "maxReplicas": 2}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = lms("render", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert f"error: {path}: spec.compression.pruning.sparsity: must be < 0.95, got 1.5" in result.stderr
+
+
+def test_validate_reports_each_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {}\n")
+    result = lms("validate", str(EXAMPLES / "minilm-cpu.yaml"), str(bad))
+    assert result.returncode == 2
+    assert "minilm-cpu.yaml: valid" in result.stdout
+    assert "kind: must be LargeModelService" in result.stderr and "spec.model: is required" in result.stderr

@@ -1,0 +1,161 @@
+"""Builders produce valid, restricted, deterministic Kubernetes objects for both pools."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from lms_operator.api.spec import parse_spec
+from lms_operator.api.version import version_key
+from lms_operator.resources import meta
+from lms_operator.resources.autoscaling import build_autoscaler
+from lms_operator.resources.render import all_objects
+from lms_operator.resources.settings import BuildSettings
+from tests.unit.conftest import load_example
+
+K8S_VERSION = "1.36.0"
+SETTINGS = BuildSettings()
+OWNER = meta.owner_reference("serving.lms.dev/v1alpha1", "LargeModelService", "minilm", "1234")
+
+
+def objects(example: str, **overrides: Any) -> dict[str, dict[str, Any]]:
+    manifest = load_example(example)
+    manifest["spec"].update(overrides)
+    built = all_objects(parse_spec(manifest), SETTINGS, OWNER)
+    return {obj["kind"]: obj for obj in built}
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("example", ["minilm-cpu.yaml", "minilm-gpu.yaml", "digits-distill.yaml"])
+def test_objects_pass_kubernetes_schema(example: str) -> None:
+    for obj in all_objects(parse_spec(load_example(example)), SETTINGS, OWNER):
+        if obj["apiVersion"].startswith("keda.sh"):
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_cpu_render_kinds_and_order() -> None:
+    built = all_objects(parse_spec(load_example("minilm-cpu.yaml")), SETTINGS)
+    assert [o["kind"] for o in built] == ["Job", "Deployment", "Service", "HorizontalPodAutoscaler",
+                                          "PodDisruptionBudget"]
+    assert all("ownerReferences" not in o["metadata"] for o in built)
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment"])
+def test_pods_are_restricted(kind: str) -> None:
+    spec = pod_spec(objects("minilm-gpu.yaml")[kind])
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True
+        assert "limits" in container["resources"]
+
+
+def test_job_runs_compress_without_credentials() -> None:
+    job = objects("minilm-cpu.yaml")["Job"]
+    container = pod_spec(job)["containers"][0]
+    assert container["command"] == ["lms"] and container["args"][0] == "compress"
+    assert container["args"][container["args"].index("--out") + 1] == "/models"
+    assert job["spec"]["backoffLimit"] == 1 and job["spec"]["activeDeadlineSeconds"] > 0
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "1234"
+
+
+def test_pvc_source_is_mounted_read_only() -> None:
+    job = objects("minilm-cpu.yaml", model={"uri": "pvc://sources/minilm", "format": "huggingface"})["Job"]
+    container = pod_spec(job)["containers"][0]
+    assert container["args"][-2:] == ["--model-dir", "/sources/minilm"]
+    volume = next(v for v in pod_spec(job)["volumes"] if v["name"] == "source")
+    assert volume["persistentVolumeClaim"] == {"claimName": "sources", "readOnly": True}
+
+
+def test_cpu_deployment() -> None:
+    lms = parse_spec(load_example("minilm-cpu.yaml"))
+    deployment = objects("minilm-cpu.yaml")["Deployment"]
+    spec = pod_spec(deployment)
+    container = spec["containers"][0]
+    assert f"--model-repository=/models/default/minilm/{version_key(lms)}" in container["args"]
+    assert {p["containerPort"] for p in container["ports"]} == {8000, 8001, 8002}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert spec["nodeSelector"] == {"lms.dev/pool": "cpu"} and "tolerations" not in spec
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "replicas" not in deployment["spec"], "replicas belong to the autoscaler"
+
+
+def test_gpu_deployment_lands_on_gpu_pool() -> None:
+    spec = pod_spec(objects("minilm-gpu.yaml")["Deployment"])
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["nodeSelector"] == {"lms.dev/pool": "gpu"}
+
+
+def test_gpu_toleration_added_when_missing() -> None:
+    manifest = load_example("minilm-gpu.yaml")
+    manifest["spec"]["serving"]["nodePool"] = {}
+    spec = pod_spec(all_objects(parse_spec(manifest), SETTINGS)[1])
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_service_ports_and_selector() -> None:
+    built = objects("minilm-cpu.yaml")
+    service, deployment = built["Service"], built["Deployment"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert set(service["spec"]["selector"].items()) <= set(deployment["spec"]["template"]["metadata"]["labels"].items())
+
+
+def test_hpa_cpu_and_pods_metrics() -> None:
+    hpa = objects("minilm-cpu.yaml")["HorizontalPodAutoscaler"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    gpu = objects("minilm-gpu.yaml")["HorizontalPodAutoscaler"]
+    assert gpu["spec"]["metrics"][0]["pods"]["metric"]["name"] == "lms_triton_queue_latency_us"
+
+
+def test_keda_scaled_object_when_keda_present() -> None:
+    lms = parse_spec(load_example("minilm-gpu.yaml"))
+    scaled = build_autoscaler(lms, "k", BuildSettings(keda=True))
+    assert scaled["kind"] == "ScaledObject"
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "prometheus" and "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
+    assert scaled["spec"]["maxReplicaCount"] == 8
+    cpu = parse_spec(load_example("minilm-cpu.yaml"))
+    assert build_autoscaler(cpu, "k", BuildSettings(keda=True))["kind"] == "HorizontalPodAutoscaler"
+
+
+def test_names_are_dns_labels_with_hash_when_long() -> None:
+    long = meta.child_name("a" * 45, "compress-0123456789")
+    assert len(long) <= 63 and long.endswith("-compress-0123456789")
+    assert long != meta.child_name("a" * 44 + "b", "compress-0123456789")
+    assert meta.child_name("minilm", "triton") == "minilm-triton"
+
+
+def test_version_key_changes_with_compression_not_with_scaling() -> None:
+    manifest = load_example("minilm-cpu.yaml")
+    key = version_key(parse_spec(manifest))
+    assert key == version_key(parse_spec(copy.deepcopy(manifest)))
+    scaled = copy.deepcopy(manifest)
+    scaled["spec"]["autoscaling"]["maxReplicas"] = 8
+    assert version_key(parse_spec(scaled)) == key
+    gate = copy.deepcopy(manifest)
+    gate["spec"]["compression"]["qualityGate"]["min"] = 0.98
+    assert version_key(parse_spec(gate)) != key
+
+
+def test_labels_carry_version_and_component() -> None:
+    for obj in objects("minilm-cpu.yaml").values():
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "lms-operator"
+        assert labels["app.kubernetes.io/part-of"] == "lms"
+        assert len(labels["serving.lms.dev/version"]) == 16
