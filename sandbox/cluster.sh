@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Starts or stops a local control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok) from the binaries that
+# `make tools` built, with the CPU and GPU node pools from sandbox/nodes.yaml.
+#
+#   sandbox/cluster.sh up NAME KUBECONFIG_OUT   create (or reuse) cluster NAME
+#   sandbox/cluster.sh down NAME                delete cluster NAME
+#
+# Nothing is downloaded: every binary is given by absolute path.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+
+usage() { echo "usage: $0 up NAME KUBECONFIG_OUT | down NAME" >&2; exit 2; }
+[[ $# -ge 2 ]] || usage
+action=$1 name=$2
+
+bin="${LMS_TOOLS_BIN:-}"
+if [[ -z "$bin" ]]; then
+  bin="$("$root/tools/build.sh" | tail -n 1)"
+fi
+export PATH="$bin:$PATH"
+export KWOK_WORKDIR="${KWOK_WORKDIR:-$HOME/.cache/lms/kwok}"
+export KWOK_KUBECTL_BINARY="$bin/kubectl"
+
+case "$action" in
+  up)
+    [[ $# -eq 3 ]] || usage
+    out=$3
+    mkdir -p "$(dirname "$out")"
+    if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
+      echo "cluster: $name already exists, starting it" >&2
+      kwokctl start cluster --name "$name" >&2
+    else
+      echo "cluster: creating $name" >&2
+      kwokctl create cluster --name "$name" \
+        --config "$here/kwok.yaml" \
+        --runtime binary \
+        --kube-apiserver-binary "$bin/kube-apiserver" \
+        --kube-controller-manager-binary "$bin/kube-controller-manager" \
+        --kube-scheduler-binary "$bin/kube-scheduler" \
+        --kwok-controller-binary "$bin/kwok" \
+        --etcd-binary "$bin/etcd" \
+        --kube-authorization=true \
+        --kube-admission=true \
+        --kubeconfig "" \
+        --wait 120s >&2
+    fi
+    kwokctl get kubeconfig --name "$name" > "$out.tmp"
+    mv "$out.tmp" "$out"
+    kubectl --kubeconfig "$out" apply -f "$here/nodes.yaml" >&2
+    kubectl --kubeconfig "$out" wait --for=condition=Ready node --all --timeout=60s >&2
+    echo "cluster: $name ready, kubeconfig $out" >&2
+    ;;
+  down)
+    if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
+      kwokctl delete cluster --name "$name" >&2
+    else
+      echo "cluster: $name not found, nothing to delete" >&2
+    fi
+    ;;
+  *) usage ;;
+esac
