@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test test-unit serve-example render
+.PHONY: venv test test-unit test-integration serve-example render
+PYTEST := $(PY) -m pytest -p no:cacheprovider --strict-markers -ra
 
 venv:
 	@scripts/bootstrap
@@ -13,6 +14,13 @@ render: venv
 	$(VENV)/bin/lms render examples/minilm-cpu.yaml
 
 test-unit: venv
-	$(PY) -m pytest tests/unit -q
+	$(PYTEST) tests/unit -q
+
+test-integration: venv
+	$(PYTEST) tests/integration
+
+# The whole suite: unit, integration (real compression, real Triton) and e2e (real control plane).
+test: venv tools
+	$(PYTEST) tests/unit tests/integration tests/e2e
 
 -include mk/*.mk
