@@ -1,0 +1,196 @@
+"""Pure parts of the sandbox pod runner: volume/path mapping, command translation, status."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lms_sandbox.mapping import (TERMINATION_LOG_ENV, Mount, UnsupportedPod, build_local_container,
+                                 container_env, container_mounts, expand_vars, rewrite_paths,
+                                 substitute_triton_ports, translate_argv)
+from lms_sandbox.status import (ContainerState, endpoint_annotations, pod_phase, pod_status,
+                                termination_message)
+
+STATE = Path("/state")
+PORTS = {"http": 41000, "grpc": 41001, "metrics": 41002}
+
+
+def job_pod() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "minilm-compress-abc", "namespace": "team-a", "uid": "u1",
+                     "labels": {"app.kubernetes.io/part-of": "lms"}},
+        "spec": {
+            "nodeName": "lms-cpu-0",
+            "restartPolicy": "Never",
+            "volumes": [
+                {"name": "models", "persistentVolumeClaim": {"claimName": "lms-models"}},
+                {"name": "sources", "hostPath": {"path": "/data/sources"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "kube-api-access", "projected": {"sources": []}},
+            ],
+            "containers": [{
+                "name": "compress",
+                "image": "lms-operator:dev",
+                "command": ["lms", "compress"],
+                "args": ["--spec-json", '{"a": 1}', "--out", "/models", "--model-dir", "/sources/minilm"],
+                "env": [
+                    {"name": "WORK", "value": "/scratch/tmp"},
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "DERIVED", "value": "$(WORK)/x and $$(WORK)"},
+                ],
+                "volumeMounts": [
+                    {"name": "models", "mountPath": "/models"},
+                    {"name": "sources", "mountPath": "/sources", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                ],
+            }],
+        },
+    }
+
+
+def test_pvc_hostpath_and_emptydir_map_to_local_folders() -> None:
+    pod = job_pod()
+    mounts = container_mounts(pod["spec"]["containers"][0], pod["spec"]["volumes"], "team-a",
+                              STATE / "pods" / "team-a_x", STATE)
+    by_path = {m.mount_path: m.local_path for m in mounts}
+    assert by_path == {
+        "/models": "/state/pvc/team-a/lms-models",
+        "/sources": "/data/sources",
+        "/scratch": "/state/pods/team-a_x/volumes/scratch",
+    }
+
+
+def test_sub_path_and_unknown_volume() -> None:
+    container = {"name": "c", "volumeMounts": [{"name": "models", "mountPath": "/m", "subPath": "team/a"}]}
+    volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": "repo"}}]
+    assert container_mounts(container, volumes, "ns", STATE / "p", STATE)[0].local_path == "/state/pvc/ns/repo/team/a"
+    with pytest.raises(UnsupportedPod, match="volumeMount 'nope'"):
+        container_mounts({"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}, [], "ns", STATE, STATE)
+
+
+def test_rewrite_paths_only_whole_path_components() -> None:
+    mounts = [Mount("/models/cache", "/local/cache"), Mount("/models", "/local/models")]
+    assert rewrite_paths("--model-repository=/models/ns/name/key", mounts) == "--model-repository=/local/models/ns/name/key"
+    assert rewrite_paths("/models/cache/x", mounts) == "/local/cache/x"
+    assert rewrite_paths("/models", mounts) == "/local/models"
+    assert rewrite_paths("/modelsX/y", mounts) == "/modelsX/y"
+    assert rewrite_paths("/other/models/y", mounts) == "/other/models/y"
+    assert rewrite_paths('{"out": "/models"}', mounts) == '{"out": "/local/models"}'
+
+
+def test_expand_vars_follows_kubernetes_rules() -> None:
+    env = {"A": "1"}
+    assert expand_vars("$(A)-$(B)-$$(A)", env) == "1-$(B)-$(A)"
+
+
+def test_container_env_values_field_refs_and_rewrites() -> None:
+    pod = job_pod()
+    container = pod["spec"]["containers"][0]
+    mounts = [Mount("/scratch", "/local/scratch")]
+    env = container_env(container, pod, mounts)
+    assert env == {"WORK": "/local/scratch/tmp", "POD": "minilm-compress-abc",
+                   "DERIVED": "/local/scratch/tmp/x and $(WORK)"}
+
+
+def test_container_env_refs_need_lookup() -> None:
+    pod = job_pod()
+    container = {"name": "c", "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}
+    with pytest.raises(UnsupportedPod, match="env K: secret"):
+        container_env(container, pod, [])
+    assert container_env(container, pod, [], lambda kind, name, key: f"{kind}:{name}:{key}") == {"K": "secret:s:k"}
+
+
+def test_lms_job_container_translates_to_local_command() -> None:
+    pod = job_pod()
+    local = build_local_container(pod, pod["spec"]["containers"][0], state_dir=STATE, bin_dir="/venv/bin",
+                                  python="/venv/bin/python")
+    assert local.argv == ["/venv/bin/lms", "compress", "--spec-json", '{"a": 1}', "--out",
+                          "/state/pvc/team-a/lms-models", "--model-dir", "/data/sources/minilm"]
+    assert local.env[TERMINATION_LOG_ENV] == "/state/pods/team-a_minilm-compress-abc/compress.termination-log"
+    assert local.termination_log == local.env[TERMINATION_LOG_ENV]
+    assert not local.triton
+
+
+def test_termination_log_path_in_args_is_rewritten() -> None:
+    pod = job_pod()
+    container = {"name": "c", "command": ["sh", "-c", "echo done > /dev/termination-log"]}
+    local = build_local_container(pod, container, state_dir=STATE, bin_dir="/b", python="/b/python")
+    assert local.argv == ["sh", "-c", f"echo done > {local.termination_log}"]
+
+
+def test_triton_container_gets_local_ports_and_repository() -> None:
+    pod = job_pod()
+    container = {
+        "name": "triton",
+        "command": ["tritonserver", "--model-repository=/models/team-a/minilm/abcd", "--http-port=8000",
+                    "--grpc-port", "8001", "--strict-readiness=true"],
+        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+    }
+    local = build_local_container(pod, container, state_dir=STATE, bin_dir="/b", python="/b/python", free_ports=PORTS)
+    assert local.triton
+    assert local.argv == ["tritonserver", "--model-repository=/state/pvc/team-a/lms-models/team-a/minilm/abcd",
+                          "--http-port=41000", "--grpc-port=41001", "--strict-readiness=true", "--metrics-port=41002"]
+    assert local.ports == PORTS
+    with pytest.raises(UnsupportedPod, match="free ports"):
+        build_local_container(pod, container, state_dir=STATE, bin_dir="/b", python="/b/python")
+
+
+def test_substitute_triton_ports_adds_missing_flags() -> None:
+    assert substitute_triton_ports([], PORTS) == ["--http-port=41000", "--grpc-port=41001", "--metrics-port=41002"]
+
+
+def test_translate_argv() -> None:
+    assert translate_argv(["python3", "-c", "print(1)"], "/v/bin", "/v/bin/python") == ["/v/bin/python", "-c", "print(1)"]
+    assert translate_argv(["/usr/local/bin/lms", "operator"], "/v/bin", "/v/bin/python") == ["/v/bin/lms", "operator"]
+    assert translate_argv(["sh", "-c", "true"], "/v/bin", "/v/bin/python") == ["sh", "-c", "true"]
+    with pytest.raises(UnsupportedPod, match="neither command nor args"):
+        translate_argv([], "/v/bin", "/v/bin/python")
+
+
+def test_phase_follows_containers_and_restart_policy() -> None:
+    waiting = ContainerState("a")
+    running = ContainerState("a", state="running", started_at="t")
+    ok = ContainerState("a", state="terminated", exit_code=0, started_at="t", finished_at="t")
+    bad = ContainerState("b", state="terminated", exit_code=3, started_at="t", finished_at="t")
+    assert pod_phase([waiting], "Never") == "Pending"
+    assert pod_phase([running], "Never") == "Running"
+    assert pod_phase([ok], "Never") == "Succeeded"
+    assert pod_phase([ok, bad], "Never") == "Failed"
+    assert pod_phase([ok, bad], "OnFailure") == "Running"
+    assert pod_phase([ok], "Always") == "Running"
+    assert pod_phase([ok, running], "Never") == "Running"
+
+
+def test_pod_status_reports_exit_code_message_and_readiness() -> None:
+    done = ContainerState("compress", image="img", state="terminated", exit_code=3, reason="Error",
+                          message='{"error": "gate"}', started_at="s", finished_at="f")
+    status = pod_status([done], "Never", "start", now="now")
+    assert status["phase"] == "Failed"
+    assert status["podIP"] == "127.0.0.1"
+    term = status["containerStatuses"][0]["state"]["terminated"]
+    assert term == {"exitCode": 3, "reason": "Error", "startedAt": "s", "finishedAt": "f", "message": '{"error": "gate"}'}
+    ready = {c["type"]: c["status"] for c in status["conditions"]}
+    assert ready["Ready"] == "False" and ready["PodScheduled"] == "True"
+
+    live = ContainerState("triton", state="running", started_at="s", ready=True)
+    status = pod_status([live], "Always", "start", now="now")
+    assert status["phase"] == "Running"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert status["containerStatuses"][0]["started"] is True
+    live.ready = False
+    assert {c["type"]: c["status"] for c in pod_status([live], "Always", "s")["conditions"]}["Ready"] == "False"
+
+
+def test_termination_message_file_then_logs_on_error() -> None:
+    assert termination_message(b'{"ok": true}\n', "log", 0, None) == '{"ok": true}'
+    assert termination_message(b"", "boom\n", 1, None) == ""
+    assert termination_message(b"", "boom\n", 1, "FallbackToLogsOnError") == "boom"
+    assert len(termination_message(b"x" * 10000, "", 0, None)) == 4096
+
+
+def test_endpoint_annotations() -> None:
+    assert endpoint_annotations(PORTS) == {"sandbox.lms.dev/grpc": "127.0.0.1:41001",
+                                           "sandbox.lms.dev/http": "127.0.0.1:41000",
+                                           "sandbox.lms.dev/metrics": "127.0.0.1:41002"}
