@@ -10,6 +10,9 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider --strict-markers -ra
 venv:
 	@scripts/bootstrap
 
+serve-example: venv
+	scripts/serve-example
+
 render: venv
 	$(VENV)/bin/lms render examples/minilm-cpu.yaml
 
