@@ -17,6 +17,9 @@ usage() { echo "usage: $0 up NAME KUBECONFIG_OUT | down NAME" >&2; exit 2; }
 action=$1 name=$2
 
 bin="${LMS_TOOLS_BIN:-}"
+if [[ -z "$bin" && $action == down && -x "${LMS_TOOLS_DIR:-$HOME/.cache/lms/bin}/current/kwokctl" ]]; then
+  bin="${LMS_TOOLS_DIR:-$HOME/.cache/lms/bin}/current"  # stopping never needs a build
+fi
 if [[ -z "$bin" ]]; then
   bin="$("$root/tools/build.sh" | tail -n 1)"
 fi
@@ -49,7 +52,7 @@ case "$action" in
     fi
     kwokctl get kubeconfig --name "$name" > "$out.tmp"
     mv "$out.tmp" "$out"
-    kubectl --kubeconfig "$out" apply -f "$here/nodes.yaml" >&2
+    kubectl --kubeconfig "$out" apply -f "$here/nodes.yaml" -f "$here/storageclass.yaml" >&2
     kubectl --kubeconfig "$out" wait --for=condition=Ready node --all --timeout=60s >&2
     echo "cluster: $name ready, kubeconfig $out" >&2
     ;;

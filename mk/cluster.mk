@@ -1,0 +1,28 @@
+# Local control plane for the sandbox and the e2e tests (no Docker needed).
+#   make tools          build or reuse pinned kube-apiserver, kube-controller-manager,
+#                       kube-scheduler, kubectl, etcd, kwok, kwokctl, helm; prints their folder
+#   make sandbox        cluster + CRD + operator + pod runner in the background (.sandbox/)
+#   make sandbox-down   stop all of it, delete the cluster, remove .sandbox/
+#   make test-e2e       e2e tests on a fresh local cluster (or $KUBECONFIG when set)
+#   make test-e2e-kind  the same tests on a kind cluster (needs Docker and kind)
+
+.PHONY: tools sandbox sandbox-down test-e2e test-e2e-kind
+
+KIND ?= kind
+KIND_CLUSTER ?= lms-e2e
+LMS_IMAGE ?= lms-operator:dev
+
+tools:
+	@tools/build.sh
+
+sandbox: venv
+	@sandbox/up.sh
+
+sandbox-down:
+	@sandbox/down.sh
+
+test-e2e: venv tools
+	$(PY) -m pytest tests/e2e -m e2e -q
+
+test-e2e-kind: venv
+	@sandbox/kind-e2e.sh "$(KIND)" "$(KIND_CLUSTER)" "$(LMS_IMAGE)"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make sandbox-down`: stop the operator and the pod runner (whole process groups,
+# so no Triton or compression process is left), delete the cluster, remove .sandbox/.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+. "$here/lib.sh"
+
+dir="$root/.sandbox"
+name="${LMS_SANDBOX_NAME:-$(cat "$dir/cluster-name" 2>/dev/null || echo lms-sandbox)}"
+stop_bg "$dir/operator.pid"
+stop_bg "$dir/podrunner.pid"
+"$here/cluster.sh" down "$name"
+rm -rf "$dir"
+echo "sandbox: down" >&2

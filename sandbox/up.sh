@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make sandbox`: a local control plane with CPU and GPU node pools, the CRD, the
+# operator (when `lms operator` exists) and the pod runner, all in the background.
+# Idempotent: running it again reuses what is already up.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+. "$here/lib.sh"
+cd "$root"
+
+name="${LMS_SANDBOX_NAME:-lms-sandbox}"
+dir="$root/.sandbox"
+kubeconfig="$dir/kubeconfig"
+venv="$root/.venv/bin"
+mkdir -p "$dir/state"
+
+bin="$("$root/tools/build.sh" | tail -n 1)"
+export PATH="$bin:$PATH"
+LMS_TOOLS_BIN="$bin" "$here/cluster.sh" up "$name" "$kubeconfig"
+echo "$name" > "$dir/cluster-name"
+
+shopt -s nullglob
+crds=("$root"/crds/*.yaml)
+if (( ${#crds[@]} )); then
+  for crd in "${crds[@]}"; do
+    kubectl --kubeconfig "$kubeconfig" apply --server-side --force-conflicts -f "$crd" >&2
+  done
+  kubectl --kubeconfig "$kubeconfig" wait --for=condition=Established crd --all --timeout=60s >&2
+else
+  echo "sandbox: no CRD under crds/ yet, skipping" >&2
+fi
+
+if "$venv/lms" operator --help >/dev/null 2>&1; then
+  start_bg operator "$dir/operator.pid" "$dir/operator.log" \
+    env KUBECONFIG="$kubeconfig" "$venv/lms" operator --all-namespaces
+else
+  echo "sandbox: \`lms operator\` is not available yet, not starting the operator" >&2
+fi
+
+start_bg podrunner "$dir/podrunner.pid" "$dir/podrunner.out" \
+  "$venv/python" -m lms_sandbox.podrunner --kubeconfig "$kubeconfig" --state-dir "$dir/state"
+
+echo "sandbox: ready; export KUBECONFIG=$kubeconfig; kubectl is $bin/kubectl" >&2
+echo "$kubeconfig"
