@@ -33,8 +33,13 @@ case "$action" in
     out=$3
     mkdir -p "$(dirname "$out")"
     if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
-      echo "cluster: $name already exists, starting it" >&2
-      kwokctl start cluster --name "$name" >&2
+      kwokctl get kubeconfig --name "$name" > "$out.tmp"
+      if kubectl --kubeconfig "$out.tmp" get --raw /readyz >/dev/null 2>&1; then
+        echo "cluster: $name already running" >&2
+      else
+        echo "cluster: $name exists but is stopped, starting it" >&2
+        kwokctl start cluster --name "$name" >&2
+      fi
     else
       echo "cluster: creating $name" >&2
       kwokctl create cluster --name "$name" \

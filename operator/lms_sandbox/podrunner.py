@@ -421,10 +421,11 @@ class PodRunner:
                 self.workers.pop(key, None)
             return
         if pod["metadata"].get("deletionTimestamp"):
-            if worker is not None:
-                worker.stop(delete=True)
+            if worker is not None and worker.is_alive():
+                worker.stop(delete=True)  # the worker deletes the pod once its processes are gone
                 self.workers.pop(key, None)
-            elif (pod.get("spec") or {}).get("nodeName") in self.cpu_nodes:
+            elif worker is not None or (pod.get("spec") or {}).get("nodeName") in self.cpu_nodes:
+                self.workers.pop(key, None)
                 self.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
             return
         node = (pod.get("spec") or {}).get("nodeName")

@@ -103,13 +103,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state_dir = base / "state"
     env = {**os.environ, "LMS_TOOLS_BIN": bin_dir}
     cluster = Cluster(kubeconfig, str(Path(bin_dir) / "kubectl"), local=True, state_dir=state_dir, name=name)
+    runner_out = open(base / "podrunner.out", "wb")
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # pytest then runs the teardown below
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         up = subprocess.run([str(ROOT / "sandbox" / "cluster.sh"), "up", name, str(kubeconfig)], env=env,
                             capture_output=True, text=True, timeout=300)
         if up.returncode != 0:
             pytest.fail(f"cluster {name} did not start:\n{up.stderr[-4000:]}", pytrace=False)
         state_dir.mkdir(parents=True, exist_ok=True)
-        runner_out = open(base / "podrunner.out", "wb")
         runner = subprocess.Popen(
             [sys.executable, "-m", "lms_sandbox.podrunner", "--kubeconfig", str(kubeconfig), "--state-dir", str(state_dir)],
             stdout=runner_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -118,8 +123,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for proc in reversed(cluster.processes):
             _stop_group(proc)
+        runner_out.close()
         subprocess.run([str(ROOT / "sandbox" / "cluster.sh"), "down", name], env=env,
                        capture_output=True, text=True, timeout=120)
+        signal.signal(signal.SIGTERM, previous)
 
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
