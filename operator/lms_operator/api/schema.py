@@ -248,6 +248,7 @@ STATUS = obj({
     "desiredVersion": string("Version key the current spec asks for.", max_length=64),
     "conditions": array(CONDITION, max_items=16),
     "compression": obj({
+        "version": string("Version key these numbers belong to.", max_length=64),
         "originalBytes": integer(minimum=0),
         "compressedBytes": integer(minimum=0),
         "ratio": number(),

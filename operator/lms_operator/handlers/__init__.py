@@ -1,0 +1,1 @@
+"""Thin kopf entry points: decorators in main.py, kopf settings in settings.py, the CLI in command.py."""

@@ -1,0 +1,100 @@
+"""Glue between kopf triggers and the reconcile pass: one lock per resource, events, metrics.
+
+Every trigger (create/update/resume, a child's event, the periodic sweep)
+lands here, re-reads the resource, and runs the same level-based pass under a
+per-resource lock, so two triggers never reconcile one object at the same time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from lms_operator.api import schema
+from lms_operator.handlers import metrics
+from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.run import Result, reconcile
+
+log = logging.getLogger("lms_operator")
+
+
+@dataclass
+class Runtime:
+    """Process-wide state, set once at start-up."""
+    ctx: Context | None = None
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    known: set[tuple[str, str]] = field(default_factory=set)
+    sweeper: asyncio.Task[None] | None = None
+
+
+RUNTIME = Runtime()
+
+
+def _ctx() -> Context:
+    if RUNTIME.ctx is None:
+        raise RuntimeError("operator context not initialised (startup handler did not run)")
+    return RUNTIME.ctx
+
+
+async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | None:
+    """Fetch the resource fresh and reconcile it; None when it is gone or being deleted."""
+    key = f"{namespace}/{name}"
+    lock = RUNTIME.locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        body = await _ctx().kube.get(schema.API_VERSION, schema.KIND, namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            metrics.record_phase(key, None)
+            return None
+        started = time.monotonic()
+        try:
+            result = await reconcile(_ctx(), body)
+        except Exception as exc:
+            metrics.ERRORS.labels(type=type(exc).__name__).inc()
+            metrics.RECONCILES.labels(trigger=trigger, result="error").inc()
+            raise
+        finally:
+            metrics.DURATION.observe(time.monotonic() - started)
+        outcome = "failed" if result.permanent else "retry" if result.retry_after else "ok"
+        metrics.RECONCILES.labels(trigger=trigger, result=outcome).inc()
+        metrics.record_phase(key, result.phase)
+        for event in result.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+        return result
+
+
+def raise_for_kopf(result: Result | None) -> None:
+    """Translate a result into kopf's retry semantics for create/update/resume handlers."""
+    if result is None:
+        return
+    if result.permanent:
+        raise kopf.PermanentError(f"{result.phase}: {result.message}")
+    if result.retry_after is not None:
+        raise kopf.TemporaryError(f"{result.phase}: {result.message}", delay=result.retry_after)
+
+
+def owner_of(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the LargeModelService controlling a child object, if any."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == schema.KIND and ref.get("apiVersion", "").startswith(schema.GROUP + "/"):
+            return body["metadata"].get("namespace", "default"), ref["name"]
+    return None
+
+
+async def reconcile_quietly(namespace: str, name: str, trigger: str) -> None:
+    """For triggers that kopf does not retry (child events, sweeps): log instead of raising."""
+    try:
+        await reconcile_named(namespace, name, trigger)
+    except Exception as exc:  # the periodic sweep is the retry
+        log.warning("reconcile of %s/%s (%s) failed: %s", namespace, name, trigger, exc)
+
+
+async def sweep_forever(interval: float) -> None:
+    """The level-based safety net: reconcile every known resource every interval seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        for namespace, name in sorted(RUNTIME.known):
+            await reconcile_quietly(namespace, name, "timer")

@@ -1,0 +1,53 @@
+"""kopf handlers: decorators only; the work happens in handlers.driver and reconcile/."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from lms_operator.api import schema
+from lms_operator.handlers import driver, metrics
+from lms_operator.handlers.options import OPTIONS
+from lms_operator.handlers.settings import configure
+
+LMS = (schema.GROUP, schema.VERSION, schema.PLURAL)
+MANAGED = {"app.kubernetes.io/managed-by": "lms-operator"}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings, clusterwide=OPTIONS.clusterwide, standalone=OPTIONS.standalone)
+    driver.RUNTIME.ctx = await OPTIONS.make_context()
+    driver.RUNTIME.sweeper = asyncio.create_task(driver.sweep_forever(OPTIONS.resync_seconds))
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if driver.RUNTIME.sweeper is not None:
+        driver.RUNTIME.sweeper.cancel()
+
+
+@kopf.on.resume(*LMS)
+@kopf.on.create(*LMS)
+@kopf.on.update(*LMS, field="spec")
+async def reconcile_lms(namespace: str, name: str, **_: Any) -> None:
+    driver.RUNTIME.known.add((namespace, name))
+    driver.raise_for_kopf(await driver.reconcile_named(namespace, name, "spec"))
+
+
+@kopf.on.event(*LMS)
+async def track_lms(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        driver.RUNTIME.known.discard((namespace, name))
+        metrics.record_phase(f"{namespace}/{name}", None)
+    else:
+        driver.RUNTIME.known.add((namespace, name))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def child_changed(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    owner = driver.owner_of({"metadata": dict(body.metadata)})
+    if owner is not None and event.get("type") != "DELETED":
+        await driver.reconcile_quietly(owner[0], owner[1], "child")

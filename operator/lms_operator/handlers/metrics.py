@@ -1,0 +1,32 @@
+"""Prometheus metrics of the operator, served on --metrics-port at /metrics."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("lms_operator_reconciles_total", "Reconcile passes by trigger and result.",
+                     ["trigger", "result"])
+DURATION = Histogram("lms_operator_reconcile_duration_seconds", "Wall time of one reconcile pass.",
+                     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+ERRORS = Counter("lms_operator_errors_total", "Reconcile passes that raised, by exception type.", ["type"])
+PHASES = Gauge("lms_operator_resources", "LargeModelServices per phase.", ["phase"])
+ALL_PHASES = ("Pending", "Compressing", "Deploying", "Ready", "Degraded", "Failed")
+
+_phase_of: dict[str, str] = {}
+
+
+def record_phase(key: str, phase: str | None) -> None:
+    """Remember one resource's phase (None = gone) and refresh the per-phase gauge."""
+    if phase is None:
+        _phase_of.pop(key, None)
+    else:
+        _phase_of[key] = phase
+    for name in ALL_PHASES:
+        PHASES.labels(phase=name).set(sum(1 for p in _phase_of.values() if p == name))
+
+
+def serve(port: int) -> None:
+    """Start the /metrics HTTP server in a daemon thread (0 = disabled)."""
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)

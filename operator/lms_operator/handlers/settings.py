@@ -1,0 +1,46 @@
+"""kopf settings tuned at start-up; each line says why it differs from kopf's default."""
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+ANNOTATION_PREFIX = "lms.dev"
+PEERING_NAME = "lms-operator"
+
+
+def configure(settings: kopf.OperatorSettings, *, clusterwide: bool, standalone: bool) -> None:
+    # Watches: ask the API server to end each watch after 5 minutes and give the client a little
+    # longer, so a silently dropped connection (load balancers, NAT) is noticed and re-listed.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # Reconnect a broken watch quickly, but not in a tight loop.
+    settings.watching.reconnect_backoff = 1.0
+    # API errors (5xx, 429 from API priority and fairness): retry with a growing back-off and
+    # always wait at least as long as the server's Retry-After asks.
+    settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+    settings.networking.connect_timeout = 10
+    settings.networking.enforce_retry_after = False
+    # Unexpected framework errors: back off up to 5 minutes instead of kopf's 10.
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60, 120, 300]
+    # Handler errors that are neither Temporary nor Permanent: retry after 30 s, not 60 s.
+    settings.execution.default_backoff = 30
+    # Only warnings and errors from kopf's own logging become Kubernetes Events; the operator
+    # posts its step events explicitly, so "Handler succeeded" noise stays out of `kubectl describe`.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "lms-operator"
+    # Handler progress goes into annotations: the CRD's status schema is structural, so kopf's
+    # default status.kopf field would be pruned and retries would be forgotten.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    # No finalizers: children go by ownerReference garbage collection, so deleting a resource
+    # never waits for the operator (nor hangs when it is down).
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    # Peering: when the KopfPeering (or ClusterKopfPeering) object named lms-operator exists, only
+    # the highest-priority replica acts; without it the operator runs standalone.
+    settings.peering.name = PEERING_NAME
+    settings.peering.clusterwide = clusterwide
+    settings.peering.mandatory = False
+    settings.peering.standalone = standalone

@@ -1,0 +1,1 @@
+"""The operator's one Kubernetes API client: paths, server-side apply, error mapping."""

@@ -1,0 +1,1 @@
+"""Level-based reconcile steps: validate, ensure compression, ensure serving, derive status."""

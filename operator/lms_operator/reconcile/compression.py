@@ -1,0 +1,39 @@
+"""Ensure the desired version is compressed: cache hit, or a Job with a deterministic name."""
+from __future__ import annotations
+
+from typing import Any
+
+from lms_operator.api import status as st
+from lms_operator.api.spec import LargeModelService
+from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.repository import published_version, read_report
+from lms_operator.resources import meta
+from lms_operator.resources.job import build_compression_job
+
+
+def recorded_as_published(previous_status: dict[str, Any], key: str) -> bool:
+    """Status already says this key was published and passed its gate (no Job needed)."""
+    comp = previous_status.get("compression") or {}
+    return comp.get("version") == key and comp.get("passed") is True
+
+
+async def ensure_compression(ctx: Context, lms: LargeModelService, key: str, owner: dict[str, Any],
+                             previous_status: dict[str, Any]) -> tuple[st.CompressionOutcome, list[str]]:
+    """(outcome, event notes). Creates the Job only when nothing says the version already exists."""
+    if recorded_as_published(previous_status, key):
+        return st.CompressionOutcome("published", st.PUBLISHED, f"version {key} published"), []
+    claim = lms.spec.repository.pvc or ""
+    folder = published_version(ctx.repository_root, lms.namespace, claim, lms.name, key)
+    if folder is not None:
+        report = read_report(folder)
+        return (st.CompressionOutcome("published", st.CACHE_HIT, f"version {key} already in the repository", report),
+                [f"CacheHit: version {key} found complete in claim {claim}"])
+    name = meta.job_name(lms, key)
+    job = await ctx.kube.get("batch/v1", "Job", lms.namespace, name)
+    notes: list[str] = []
+    if job is None:
+        job, created = await ctx.kube.create(build_compression_job(lms, key, ctx.settings, owner))
+        if created:
+            notes.append(f"JobCreated: compression Job {name} for version {key}")
+    pods = await ctx.kube.list("v1", "Pod", lms.namespace, f"job-name={name}")
+    return st.job_outcome(job, pods), notes

@@ -1,0 +1,149 @@
+"""One reconcile pass for a LargeModelService body: observe, act, and write the status.
+
+Level-based: every pass recomputes everything from the cluster and the spec, so
+it does not matter which trigger (create, update, child event, timer) ran it.
+The result tells the caller whether to retry later or give up, instead of
+sleeping or raising framework exceptions here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from lms_operator.api import schema
+from lms_operator.api import status as st
+from lms_operator.api.spec import LargeModelService, SpecError, parse_spec
+from lms_operator.api.version import version_key
+from lms_operator.reconcile.compression import ensure_compression
+from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.repository import claim_condition
+from lms_operator.reconcile.serving import ensure_serving, read_serving
+from lms_operator.resources import meta
+from lms_operator.resources.server import endpoints
+
+RETRY_COMPRESSING = 30.0
+RETRY_DEPLOYING = 10.0
+RETRY_CLAIM = 30.0
+
+
+@dataclass
+class Event:
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass
+class Result:
+    """What happened: the new phase, events to post, and whether (and when) to look again."""
+    phase: str
+    message: str
+    retry_after: float | None = None
+    permanent: bool = False
+    events: list[Event] = field(default_factory=list)
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def manifest_of(body: dict[str, Any]) -> dict[str, Any]:
+    meta_ = body.get("metadata") or {}
+    return {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
+            "metadata": {"name": meta_.get("name"), "namespace": meta_.get("namespace"), "uid": meta_.get("uid"),
+                         "generation": meta_.get("generation")},
+            "spec": body.get("spec") or {}}
+
+
+def _notes_to_events(notes: list[str]) -> list[Event]:
+    out = []
+    for note in notes:
+        reason, _, message = note.partition(": ")
+        out.append(Event("Normal", reason, message))
+    return out
+
+
+async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
+    """Validate → repository → compression → serving → status."""
+    metadata = body.get("metadata") or {}
+    previous: dict[str, Any] = dict(body.get("status") or {})
+    generation = metadata.get("generation")
+    namespace, name = metadata.get("namespace", "default"), metadata["name"]
+    events: list[Event] = []
+    try:
+        lms = parse_spec(manifest_of(body))
+    except SpecError as exc:
+        obs = st.Observation(generation=generation, desired_version=None,
+                             spec_problems=[str(p) for p in exc.problems])
+        await _write(ctx, namespace, name, previous, st.derive_status(obs, previous, now_rfc3339()), None)
+        return Result(st.FAILED, f"invalid spec: {exc}".replace("\n", "; "), permanent=True,
+                      events=[Event("Warning", st.INVALID_SPEC, str(exc).replace("\n", "; "))])
+
+    key = version_key(lms)
+    owner = meta.owner_reference(schema.API_VERSION, schema.KIND, lms.name, metadata["uid"])
+    obs = st.Observation(generation=generation, desired_version=key, previous_version=previous.get("modelVersion"),
+                         endpoint=endpoints(lms))
+    if lms.spec.repository.pvc is None:
+        obs.repository = st.Condition(st.REPOSITORY_READY, False, st.UNSUPPORTED_REPOSITORY,
+                                      "repository.uri is not supported by this operator yet; use repository.pvc")
+        obs.serving = await read_serving(ctx, lms)
+        new = st.derive_status(obs, previous, now_rfc3339())
+        await _write(ctx, namespace, name, previous, new, None)
+        return Result(new["phase"], new.get("message", ""), permanent=True,
+                      events=[Event("Warning", st.UNSUPPORTED_REPOSITORY, obs.repository.message)])
+
+    claim = lms.spec.repository.pvc
+    pvc = await ctx.kube.get("v1", "PersistentVolumeClaim", namespace, claim)
+    obs.repository = claim_condition(claim, pvc)
+    if obs.repository.status is False:
+        obs.serving = await read_serving(ctx, lms)
+        new = st.derive_status(obs, previous, now_rfc3339())
+        await _write(ctx, namespace, name, previous, new, None)
+        return Result(new["phase"], obs.repository.message, retry_after=RETRY_CLAIM,
+                      events=[Event("Warning", obs.repository.reason, obs.repository.message)])
+
+    outcome, notes = await ensure_compression(ctx, lms, key, owner, previous)
+    obs.compression = outcome
+    events += _notes_to_events(notes)
+    if outcome.state == "published":
+        obs.serving, notes = await ensure_serving(ctx, lms, key, owner)
+        events += _notes_to_events(notes)
+    else:
+        obs.serving = await read_serving(ctx, lms)  # the previous version keeps serving, untouched
+
+    compression = st.compression_status(outcome.summary, key) if outcome.summary else None
+    if outcome.summary is None and (previous.get("compression") or {}).get("version") != key:
+        if outcome.state != "running":
+            compression = {"version": key, "passed": outcome.state == "published"}
+    new = st.derive_status(obs, previous, now_rfc3339())
+    await _write(ctx, namespace, name, previous, new, compression)
+
+    if new["phase"] != previous.get("phase"):
+        warn = new["phase"] in (st.FAILED, st.DEGRADED)
+        events.append(Event("Warning" if warn else "Normal", f"Phase{new['phase']}", new.get("message", "")))
+    result = Result(new["phase"], new.get("message", ""), events=events)
+    if outcome.state == "running":
+        result.retry_after = RETRY_COMPRESSING
+    elif outcome.state == "failed":
+        result.permanent = True
+    elif new["phase"] != st.READY_PHASE:
+        result.retry_after = RETRY_DEPLOYING
+    return result
+
+
+async def _write(ctx: Context, namespace: str, name: str, previous: dict[str, Any], new: dict[str, Any],
+                 compression: dict[str, Any] | None) -> None:
+    """Patch only what changed; an unchanged status makes no API write (and no watch event)."""
+    patch = st.status_patch(previous, new)
+    if compression is not None and compression != previous.get("compression"):
+        patch["compression"] = _replace(previous.get("compression"), compression)
+    if patch:
+        await ctx.kube.patch_status(schema.API_VERSION, schema.KIND, namespace, name, patch)
+
+
+def _replace(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch that replaces a whole object: keys absent from new are removed."""
+    patch: dict[str, Any] = {k: None for k in (old or {}) if k not in new}
+    patch.update(new)
+    return patch

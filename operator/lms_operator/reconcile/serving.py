@@ -1,0 +1,46 @@
+"""Ensure the Triton serving objects for a published version, and observe the Deployment."""
+from __future__ import annotations
+
+from typing import Any
+
+from lms_operator.api import status as st
+from lms_operator.api.spec import LargeModelService
+from lms_operator.reconcile.context import Context
+from lms_operator.resources import meta
+from lms_operator.resources.render import serving_objects
+
+
+def observe_deployment(deployment: dict[str, Any] | None) -> st.ServingObservation | None:
+    """Version, replica counts and whether the rollout of the current template is complete."""
+    if deployment is None:
+        return None
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    wanted = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas", 0))
+    rolled_out = (int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 0))
+                  and updated >= wanted and int(status.get("replicas", 0)) == updated
+                  and int(status.get("availableReplicas", 0)) >= updated)
+    return st.ServingObservation(version=labels.get(meta.VERSION_LABEL), replicas=int(status.get("replicas", 0)),
+                                 ready_replicas=int(status.get("readyReplicas", 0)), rolled_out=rolled_out)
+
+
+async def read_serving(ctx: Context, lms: LargeModelService) -> st.ServingObservation | None:
+    return observe_deployment(await ctx.kube.get("apps/v1", "Deployment", lms.namespace, meta.server_name(lms)))
+
+
+async def ensure_serving(ctx: Context, lms: LargeModelService, key: str,
+                         owner: dict[str, Any]) -> tuple[st.ServingObservation | None, list[str]]:
+    """Server-side apply Deployment, Service, autoscaler and PDB; an identical body changes nothing."""
+    before = await read_serving(ctx, lms)
+    notes: list[str] = []
+    if before is None:
+        notes.append(f"ServingCreated: Triton Deployment {meta.server_name(lms)} for version {key}")
+    elif before.version != key:
+        notes.append(f"RollingUpdate: Triton Deployment {meta.server_name(lms)} from version {before.version} to {key}")
+    observed: st.ServingObservation | None = None
+    for obj in serving_objects(lms, key, ctx.settings, owner):
+        applied = await ctx.kube.apply(obj)
+        if obj["kind"] == "Deployment":
+            observed = observe_deployment(applied)
+    return observed, notes
