@@ -1,0 +1,78 @@
+"""`lms compress` and `lms digest` (argparse only here; the work is imported when run)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compress", help="compress a model, gate it and publish a Triton repository version",
+                              description="Load, prune, distil, export, quantize, gate and publish a LargeModelService's model.")
+    p.add_argument("spec", nargs="?", help="LargeModelService YAML file")
+    p.add_argument("--spec-json", help="the resource as JSON {apiVersion, kind, metadata, spec} (the Job's form)")
+    p.add_argument("--out", required=True, help="repository root (ROOT/<namespace>/<name>/<version>)")
+    p.add_argument("--model-dir", help="read the source model from this path (mounted pvc:// sources)")
+    p.set_defaults(func=run_compress)
+    d = subparsers.add_parser("digest", help="print the sha256 to pin in spec.model.sha256",
+                              description="Digest of a model file, or of a folder's manifest of sorted '<sha256>  <path>' lines.")
+    d.add_argument("path", help="model file or folder")
+    d.set_defaults(func=run_digest)
+
+
+def run_digest(args: argparse.Namespace) -> int:
+    from lms_operator.compression.digest import path_sha256
+
+    path = Path(args.path)
+    if not path.exists():
+        print(f"lms digest: {path}: no such file or folder", file=sys.stderr)
+        return 2
+    print(path_sha256(path))
+    return 0
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lms_operator.api.spec import SpecError, load_spec_file, parse_spec
+    from lms_operator.compression.errors import InputError
+
+    if bool(args.spec) == bool(args.spec_json):
+        raise InputError("give either a spec file or --spec-json")
+    try:
+        if args.spec_json:
+            try:
+                manifest = json.loads(args.spec_json)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"--spec-json: not valid JSON: {exc.msg} at position {exc.pos}") from None
+            return parse_spec(manifest, "--spec-json"), None
+        path = Path(args.spec)
+        return load_spec_file(path), path.resolve().parent
+    except SpecError as exc:
+        raise InputError("; ".join(str(p) for p in exc.problems) or str(exc)) from None
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from lms_operator.compression.errors import CompressionError
+    from lms_operator.compression.publish import emit_summary
+
+    summary: dict[str, object] = {}
+    try:
+        lms, spec_dir = _load(args)
+        summary = {"model": lms.name}
+        from lms_operator.compression.pipeline import compress
+
+        result = compress(lms, Path(args.out), spec_dir, Path(args.model_dir) if args.model_dir else None)
+        emit_summary(result)
+        return 0
+    except CompressionError as exc:
+        message = str(exc)
+        code = exc.exit_code
+        summary = {**summary, **exc.summary, "error": message}
+    except Exception as exc:  # unexpected: still one line and a summary
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        code = 1
+        summary = {**summary, "error": message}
+    summary.pop("candidates", None)
+    print(f"lms compress: error: {message}", file=sys.stderr)
+    emit_summary(summary)
+    return code

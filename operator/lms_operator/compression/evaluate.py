@@ -1,0 +1,80 @@
+"""Run ONNX models with ONNX Runtime: outputs on held-out feeds, scores and latency."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+Feed = dict[str, np.ndarray]
+
+
+def providers(device: str) -> list[str]:
+    """Execution providers for the target device class (CUDA when asked for and present)."""
+    import onnxruntime as ort
+
+    if device == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session(path: Path, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """An InferenceSession with full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers(device))
+
+
+def run_feeds(sess, feeds: Sequence[Feed]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Concatenated first output over all feeds."""
+    return np.concatenate([sess.run(None, f)[0] for f in feeds], axis=0)
+
+
+def mean_cosine(ref: np.ndarray, out: np.ndarray) -> float:
+    """Mean row-wise cosine similarity."""
+    ref = ref.astype(np.float64)
+    out = out.astype(np.float64)
+    num = (ref * out).sum(axis=1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of argmax predictions equal to the labels."""
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def agreement(logits: np.ndarray, ref_logits: np.ndarray) -> float:
+    """Share of argmax predictions equal to the teacher's."""
+    return float(np.mean(np.argmax(logits, axis=1) == np.argmax(ref_logits, axis=1)))
+
+
+def score(metric: str, out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:
+    """Gate score of `out` against the teacher's outputs `ref` (or labels for accuracy)."""
+    if metric == "cosine":
+        return mean_cosine(ref, out)
+    if metric == "agreement":
+        return agreement(out, ref)
+    if metric == "accuracy":
+        if labels is None:
+            raise ValueError("accuracy needs labelled held-out samples")
+        return accuracy(out, labels)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def time_sessions(sessions: Sequence, feed: Feed, warmup: int = 2, rounds: int = 5) -> list[float]:  # type: ignore[type-arg]
+    """Best-of-`rounds` latency in ms per session, interleaved so shared-CPU noise hits all alike."""
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feed)
+    best = [float("inf")] * len(sessions)
+    for _ in range(rounds):
+        for i, s in enumerate(sessions):
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            best[i] = min(best[i], (time.perf_counter() - t0) * 1000.0)
+    return best

@@ -1,0 +1,355 @@
+"""The compression run: source -> bases (original, pruned, distilled) -> ONNX -> quantized
+variants -> quality gate -> fastest passing variant -> published version folder."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from lms_operator.api.spec import LargeModelService
+from lms_operator.api.version import version_key
+from lms_operator.compression import data as datasets
+from lms_operator.compression import evaluate as ev
+from lms_operator.compression import search
+from lms_operator.compression.digest import file_sha256
+from lms_operator.compression.errors import CompressionError, GateFailed, InputError
+from lms_operator.compression.loader import SourceModel, load_source, tokenizer_files
+from lms_operator.compression.publish import publish_version
+from lms_operator.compression.source import locate_model
+from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
+
+TIMING_BATCH = 32
+TEXT_METRICS = {"feature-extraction": ("cosine",), "text-classification": ("agreement", "accuracy")}
+CLASSIFIER_METRICS = ("accuracy", "agreement")
+
+
+def log(msg: str) -> None:
+    print(f"lms compress: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Workload:
+    """Everything the gate and the benchmark feed to a model."""
+
+    eval_feeds: list[ev.Feed]
+    labels: np.ndarray | None
+    calib_feeds: list[ev.Feed]
+    timing_feed: ev.Feed
+    example: dict[str, Any]
+    train_text: list[str] = field(default_factory=list)
+    tabular: datasets.TabularData | None = None
+    tokenizer: Any = None
+    source: str = ""
+
+
+@dataclass
+class Stopwatch:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        log(f"{name}...")
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+def check_metric(task: str, metric: str) -> None:
+    allowed = TEXT_METRICS.get(task, CLASSIFIER_METRICS)
+    if metric not in allowed:
+        raise InputError(f"spec.compression.qualityGate.metric: {metric!r} does not apply to task {task} (use {', '.join(allowed)})")
+
+
+def text_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> Workload:
+    """Tokenized held-out, calibration and timing feeds from the text corpus."""
+    import torch
+    import transformers
+
+    comp = lms.spec.compression
+    seq = lms.spec.serving.sequence_length
+    dist = comp.distillation
+    text = datasets.text_data(dist.dataset if dist else None, base_dir)
+    if len(text.heldout) < 8:
+        raise InputError(f"spec.compression.distillation.dataset: only {len(text.heldout)} held-out sentences in {text.source}")
+    tok = transformers.AutoTokenizer.from_pretrained(str(src.tokenizer_dir), local_files_only=True)
+
+    def feeds(sentences: list[str], batch: int, pad: Any = True) -> list[ev.Feed]:
+        out = []
+        for i in range(0, len(sentences), batch):
+            enc = tok(sentences[i:i + batch], padding=pad, truncation=True, max_length=seq, return_tensors="np")
+            out.append({"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})
+        return out
+
+    held = text.heldout[: comp.quality_gate.samples]
+    timing_sents = (text.train * (TIMING_BATCH // max(1, len(text.train)) + 1))[:TIMING_BATCH]
+    timing = feeds(timing_sents, TIMING_BATCH, "max_length")[0]
+    ex = feeds(text.train[:2], 2)[0]
+    return Workload(eval_feeds=feeds(held, 32), labels=None,
+                    calib_feeds=feeds(text.train[: comp.quantization.calibration_samples], 8),
+                    timing_feed=timing, example={k: torch.from_numpy(v) for k, v in ex.items()},
+                    train_text=text.train, tokenizer=tok, source=text.source)
+
+
+def tabular_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> Workload:
+    """Held-out rows with labels, calibration and timing batches."""
+    import torch
+
+    comp = lms.spec.compression
+    dist = comp.distillation
+    tab = datasets.tabular_data(dist.dataset if dist else None, src.path, base_dir)
+    n_in = src.meta.get("in_features")
+    if n_in is not None and tab.x_test.shape[1] != n_in:
+        raise InputError(f"spec.compression.distillation.dataset: {tab.source} has {tab.x_test.shape[1]} features, the model takes {n_in}")
+    n = comp.quality_gate.samples
+    x, y = tab.x_test[:n], tab.y_test[:n]
+    cal = tab.x_train[: comp.quantization.calibration_samples]
+    reps = TIMING_BATCH // len(tab.x_test) + 1
+    timing = np.concatenate([tab.x_test] * reps)[:TIMING_BATCH]
+    return Workload(eval_feeds=[{"input": x[i:i + 64]} for i in range(0, len(x), 64)], labels=y,
+                    calib_feeds=[{"input": cal[i:i + 16]} for i in range(0, len(cal), 16)],
+                    timing_feed={"input": timing}, example={"input": torch.from_numpy(tab.x_train[:2])},
+                    tabular=tab, source=tab.source)
+
+
+def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec_dir: Path | None) -> tuple[Any, dict[str, Any]]:
+    """Train the student (layer-dropped teacher, smaller MLP, or the given student model)."""
+    from lms_operator.compression import distill
+
+    d = lms.spec.compression.distillation
+    assert d is not None
+    info: dict[str, Any] = {"teacher_params": distill.param_count(src.module), "data": work.source, "epochs": d.epochs, "seed": d.seed}
+    distill.seed_all(d.seed)
+    if d.student_uri:
+        student_path = locate_model(d.student_uri, None, spec_dir, None)
+        student = load_source(student_path, src.format, src.task).module
+        info["student"] = d.student_uri
+    elif src.task == "feature-extraction" or src.task == "text-classification":
+        base = src.module if src.task == "feature-extraction" else src.module.base_model
+        try:
+            student, kept = distill.layer_dropped_student(base, d.student_layers)
+        except ValueError as exc:
+            raise InputError(f"spec.compression.distillation.studentLayers: {exc}") from None
+        if src.task == "text-classification":
+            whole = copy.deepcopy(src.module)
+            setattr(whole, whole.base_model_prefix, student)
+            student = whole
+        info["layers_kept"] = kept
+    else:
+        sizes = distill.mlp_student_sizes(distill.teacher_mlp_sizes(src.module), d.student_layers)
+        student = distill.build_mlp(sizes)
+        info["student_sizes"] = sizes
+    if src.task == "feature-extraction":
+        losses = distill.train_embedding(student, src.module, work.tokenizer, work.train_text, d.temperature, d.alpha, d.epochs, d.seed)
+    elif src.task == "text-classification":
+        raise InputError("spec.compression.distillation: text-classification distillation needs labelled text, which the corpus lacks")
+    else:
+        assert work.tabular is not None
+        losses = distill.train_classifier(student, src.module, work.tabular.x_train, work.tabular.y_train, d.temperature, d.alpha, d.epochs, d.seed)
+    info["student_params"] = distill.param_count(student)
+    info["loss"] = [round(x, 5) for x in losses]
+    return student, info
+
+
+def apply_pruning(module: Any, lms: LargeModelService) -> tuple[Any, dict[str, Any]]:
+    """Prune a copy of `module` as the spec asks."""
+    from lms_operator.compression import prune
+
+    p = lms.spec.compression.pruning
+    assert p is not None
+    m = copy.deepcopy(module)
+    if p.structured:
+        try:
+            removed = prune.structured(m, p.sparsity)
+        except ValueError as exc:
+            raise InputError(f"spec.compression.pruning.structured: {exc}") from None
+        return m, {"structured": True, "amount": p.sparsity, **removed}
+    if p.method == "threshold":
+        reached = prune.threshold(m, float(p.threshold or 0.0))
+    else:
+        reached = prune.magnitude(m, p.sparsity)
+    return m, {"structured": False, "method": p.method, "sparsity": round(reached, 4)}
+
+
+def quantize_variant(base_fp32: Path, base_pre: Path, quant: str, out: Path, work: Workload) -> Path:
+    from lms_operator.compression import quantize as q
+
+    if quant == "fp32":
+        return base_pre
+    if quant.startswith("int8-"):
+        return q.quantize_dynamic_int8(base_pre, out, per_channel=quant.endswith("per-channel"))
+    if quant.startswith("qdq-"):
+        return q.quantize_static_qdq(base_pre, out, per_channel=quant.endswith("per-channel"), feeds=work.calib_feeds)
+    if quant == "fp16":
+        return q.convert_fp16(base_fp32, out)
+    raise CompressionError(f"unknown quantization variant {quant}")
+
+
+def io_specs(task: str, baseline_out: np.ndarray, n_in: int | None) -> tuple[list[Any], list[Any]]:
+    from lms_operator.modelrepo.config import TensorSpec
+
+    width = int(baseline_out.shape[1])
+    if task in ("feature-extraction", "text-classification"):
+        ins = [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])]
+    else:
+        ins = [TensorSpec("input", "TYPE_FP32", [int(n_in or -1)])]
+    name = "embedding" if task == "feature-extraction" else "logits"
+    return ins, [TensorSpec(name, "TYPE_FP32", [width])]
+
+
+def cache_hit_summary(final: Path, key: str, rel: str) -> dict[str, Any]:
+    report = json.loads((final / REPORT_FILE).read_text())
+    fields = ("model", "variant", "original_bytes", "compressed_bytes", "size_ratio", "latency_ms", "speedup", "quality", "sha256")
+    return {"version": key, **{k: report.get(k) for k in fields}, "path": rel, "cache_hit": True}
+
+
+def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_dir: Path | None) -> dict[str, Any]:
+    """Run the whole pipeline; returns the summary. Raises InputError / GateFailed / CompressionError."""
+    key = version_key(lms)
+    final = version_dir(root, lms.namespace, lms.name, key)
+    rel = relative_version_path(lms.namespace, lms.name, key)
+    if is_complete(final):
+        log(f"version {key} already published: cache hit")
+        return cache_hit_summary(final, key, rel)
+    comp = lms.spec.compression
+    m = lms.spec.model
+    check_metric(m.task, comp.quality_gate.metric)
+    if m.task in ("feature-extraction", "text-classification") and comp.quality_gate.metric == "accuracy":
+        raise InputError("spec.compression.qualityGate.metric: accuracy needs labelled data; use agreement for text models")
+    device = lms.spec.serving.device
+    sw = Stopwatch()
+    base_dir = spec_dir or Path.cwd()
+    with sw.stage("load"):
+        path = locate_model(m.uri, m.sha256, spec_dir, model_dir)
+        src = load_source(path, m.format, m.task)
+        if src.module is None and (comp.pruning or comp.distillation):
+            raise InputError("spec.compression: pruning and distillation need a torch model (format huggingface or torchscript)")
+        work = text_workload(src, lms, base_dir) if m.task in TEXT_METRICS else tabular_workload(src, lms, base_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="lms-compress-"))
+    try:
+        return _compress_in(lms, src, work, tmp, sw, key, final, rel, device, root, spec_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: Path, sw: Stopwatch, key: str, final: Path,
+                 rel: str, device: str, root: Path, spec_dir: Path | None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from lms_operator.compression import quantize as q
+    from lms_operator.compression.export import export_module, onnx_bytes
+    from lms_operator.modelrepo.config import build_model_config, render_config
+
+    comp = lms.spec.compression
+    gate = comp.quality_gate
+    details: dict[str, Any] = {}
+    base_fp32: dict[str, Path] = {}
+    with sw.stage("export"):
+        if src.onnx_path is not None:
+            base_fp32["original"] = src.onnx_path
+        else:
+            base_fp32["original"] = export_module(src.module, src.task, tmp / "original" / "model.onnx", work.example)
+    baseline_path = base_fp32["original"]
+    with sw.stage("reference"):
+        base_sess = ev.session(baseline_path, device)
+        reference = ev.run_feeds(base_sess, work.eval_feeds)
+    teacher_score = ev.score(gate.metric, reference, reference, work.labels)
+    wanted = search.bases(comp.pruning is not None, comp.distillation is not None, comp.variant_search)
+    modules: dict[str, Any] = {}
+    if any("distilled" in b for b in wanted):
+        with sw.stage("distill"):
+            modules["distilled"], details["distillation"] = build_student(src, lms, work, spec_dir)
+    for b in wanted:
+        if "pruned" in b:
+            with sw.stage("prune"):
+                start = modules["distilled"] if b.startswith("distilled") else src.module
+                modules[b], details["pruning"] = apply_pruning(start, lms)
+    with sw.stage("export"):
+        for b in wanted:
+            if b != "original":
+                base_fp32[b] = export_module(modules[b], src.task, tmp / b.replace("+", "-") / "model.onnx", work.example)
+    quants = search.quant_variants(comp.quantization.mode, comp.quantization.per_channel, comp.variant_search)
+    candidates: list[search.Candidate] = []
+    jobs = [(b, qv) for b in wanted for qv in quants]
+    with sw.stage("quantize"):
+        pre: dict[str, Path] = {}
+        for b, qv in tqdm(jobs, desc="variants", unit="variant", file=sys.stderr):
+            name = qv if b == "original" else f"{b}+{qv}"
+            cand = search.Candidate(variant=name, base=b, quantization=qv)
+            try:
+                if b not in pre:
+                    pre[b] = q.preprocess(base_fp32[b], base_fp32[b].with_name("pre.onnx"))
+                out = quantize_variant(base_fp32[b], pre[b], qv, base_fp32[b].with_name(f"{qv}.onnx"), work)
+                cand.path = str(out)
+                cand.compressed_bytes = onnx_bytes(out)
+            except Exception as exc:  # a variant that cannot be built is reported, not fatal
+                cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            candidates.append(cand)
+    sessions = []
+    with sw.stage("evaluate"):
+        for cand in candidates:
+            if cand.error:
+                continue
+            try:
+                s = ev.session(Path(cand.path), device)
+                cand.score = ev.score(gate.metric, ev.run_feeds(s, work.eval_feeds), reference, work.labels)
+                cand.passed = cand.score >= gate.min
+                sessions.append((cand, s))
+            except Exception as exc:
+                cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    with sw.stage("benchmark"):
+        lat = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
+        baseline_ms = lat[0]
+        for (cand, _), ms in zip(sessions, lat[1:]):
+            cand.latency_ms = ms
+    original_bytes = onnx_bytes(baseline_path)
+    rows = [c.row(original_bytes, baseline_ms) for c in candidates]
+    chosen = search.select(candidates)
+    providers = ev.providers(device)
+    summary_base = {"version": key, "model": lms.name, "path": rel, "original_bytes": original_bytes, "cache_hit": False}
+    if chosen is None:
+        best = search.best_failed(candidates)
+        quality = {"metric": gate.metric, "score": None if best is None else round(best.score, 5), "threshold": gate.min, "passed": False}
+        msg = (f"quality gate failed: best {gate.metric} {best.score:.4f} ({best.variant}) < {gate.min}" if best
+               else "quality gate failed: no variant could be built or evaluated")
+        raise GateFailed(msg, {**summary_base, "variant": best.variant if best else None,
+                               "compressed_bytes": best.compressed_bytes if best else None,
+                               "size_ratio": round(original_bytes / best.compressed_bytes, 3) if best and best.compressed_bytes else None,
+                               "latency_ms": {"baseline": round(baseline_ms, 3), "compressed": round(best.latency_ms, 3) if best else None},
+                               "speedup": round(baseline_ms / best.latency_ms, 3) if best else None,
+                               "quality": quality, "sha256": None, "candidates": rows})
+    with sw.stage("publish"):
+        ins, outs = io_specs(src.task, reference, src.meta.get("in_features") or (work.tabular.x_test.shape[1] if work.tabular else None))
+        config_text = render_config(build_model_config(lms.name, ins, outs, lms.spec.serving))
+        digest = file_sha256(Path(chosen.path))
+        report = {
+            "version": key, "model": lms.name, "task": src.task, "source": lms.spec.model.uri, "variant": chosen.variant,
+            "original_bytes": original_bytes, "compressed_bytes": chosen.compressed_bytes,
+            "size_ratio": round(original_bytes / chosen.compressed_bytes, 3),
+            "latency_ms": {"baseline": round(baseline_ms, 3), "compressed": round(chosen.latency_ms, 3)},
+            "speedup": round(baseline_ms / chosen.latency_ms, 3),
+            "quality": {"metric": gate.metric, "score": round(chosen.score, 5), "threshold": gate.min, "passed": True,
+                        "teacher_score": round(teacher_score, 5), "samples": int(reference.shape[0])},
+            "candidates": rows, "timings": sw.timings, "sha256": digest,
+            "benchmark": {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
+                          "providers": providers, "device_class": lms.spec.serving.device,
+                          "statistic": "best of 5 interleaved runs after 2 warm-ups"},
+            "data": work.source, **details,
+        }
+        if work.tabular is not None:
+            report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
+        publish_version(root, final, lms.name, Path(chosen.path), tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else [],
+                        config_text, report)
+    log(f"published {chosen.variant} to {final} ({report['size_ratio']}x smaller, {report['speedup']}x faster, {gate.metric} {chosen.score:.4f})")
+    fields = ("variant", "original_bytes", "compressed_bytes", "size_ratio", "latency_ms", "speedup", "quality", "sha256")
+    return {**summary_base, **{k: report[k] for k in fields}}
