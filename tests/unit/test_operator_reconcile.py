@@ -1,0 +1,270 @@
+"""The reconcile pass step by step, against an in-memory API server double.
+
+The double stores objects and answers get/list/create/apply/patch-status the
+way the API server does for these calls (409 on create, generation bump on a
+changed spec); the e2e suite runs the same pass against a real control plane.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lms_operator.api import status as st
+from lms_operator.api.spec import parse_spec
+from lms_operator.api.version import version_key
+from lms_operator.k8s import errors
+from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.run import reconcile
+from lms_operator.resources import meta
+from lms_operator.resources.settings import BuildSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+GATE_OK = {"metric": "cosine", "score": 0.9931, "threshold": 0.99, "passed": True}
+GATE_BAD = {"metric": "cosine", "score": 0.9612, "threshold": 0.99, "passed": False}
+
+
+def summary(quality: dict[str, Any]) -> dict[str, Any]:
+    return {"original_bytes": 90_000_000, "compressed_bytes": 23_000_000, "size_ratio": 3.91,
+            "latency_ms": {"baseline": 290.0, "compressed": 170.0}, "speedup": 1.7, "variant": "int8",
+            "quality": quality, "sha256": "b" * 64, "cache_hit": False}
+
+
+class FakeKube:
+    """Objects by (apiVersion, kind, namespace, name); records every write."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+        return obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((api_version, kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        label, _, value = selector.partition("=")
+        return [copy.deepcopy(o) for (av, k, ns, _), o in self.objects.items()
+                if (av, k, ns) == (api_version, kind, namespace) and o["metadata"].get("labels", {}).get(label) == value]
+
+    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        if self._key(obj) in self.objects:
+            return copy.deepcopy(self.objects[self._key(obj)]), False
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["generation"] = 1
+        self.objects[self._key(obj)] = stored
+        self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
+        return copy.deepcopy(stored), True
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        old = self.objects.get(self._key(obj))
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["generation"] = (old["metadata"]["generation"] + (old.get("spec") != obj.get("spec"))
+                                            if old else 1)
+        if old is not None:
+            stored["status"] = old.get("status", {})
+            if old.get("spec") != obj.get("spec"):
+                self.writes.append(("update", obj["kind"], obj["metadata"]["name"]))
+        else:
+            self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
+        self.objects[self._key(obj)] = stored
+        return copy.deepcopy(stored)
+
+    async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> dict[str, Any]:
+        obj = self.objects[(api_version, kind, namespace, name)]
+        obj["status"] = merge(obj.get("status") or {}, status)
+        return copy.deepcopy(obj)
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+NS = "team"
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+def add_lms(kube: FakeKube, manifest: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(manifest)
+    body["metadata"].update(namespace=NS, uid="uid-1", generation=body["metadata"].get("generation", 1))
+    kube.objects[(body["apiVersion"], body["kind"], NS, body["metadata"]["name"])] = body
+    return body
+
+
+def add_claim(kube: FakeKube) -> None:
+    kube.objects[("v1", "PersistentVolumeClaim", NS, "lms-models")] = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lms-models", "namespace": NS},
+        "status": {"phase": "Bound"}}
+
+
+def run(kube: FakeKube, name: str = "minilm", root: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    ctx = Context(kube=kube, settings=BuildSettings(), repository_root=root)  # type: ignore[arg-type]
+    body = kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, name)]
+    result = asyncio.run(reconcile(ctx, copy.deepcopy(body)))
+    return result, kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, name)].get("status", {})
+
+
+def finish_job(kube: FakeKube, key: str, lms_name: str, exit_code: int, quality: dict[str, Any]) -> None:
+    job_name = meta.child_name(lms_name, f"compress-{key[:10]}")
+    job = kube.objects[("batch/v1", "Job", NS, job_name)]
+    job["status"] = {"conditions": [{"type": "Complete" if exit_code == 0 else "Failed", "status": "True"}]}
+    kube.objects[("v1", "Pod", NS, job_name + "-x")] = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": job_name + "-x", "namespace": NS,
+                                                        "labels": {"job-name": job_name}},
+        "status": {"containerStatuses": [{"state": {"terminated": {
+            "exitCode": exit_code, "message": json.dumps(summary(quality)), "finishedAt": "2026-01-01T00:00:00Z"}}}]}}
+
+
+def ready_deployment(kube: FakeKube, name: str = "minilm-triton") -> None:
+    dep = kube.objects[("apps/v1", "Deployment", NS, name)]
+    dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
+                     "readyReplicas": 1, "availableReplicas": 1}
+
+
+def key_of(manifest: dict[str, Any]) -> str:
+    m = copy.deepcopy(manifest)
+    m["metadata"]["namespace"] = NS
+    return version_key(parse_spec(m))
+
+
+def kinds(kube: FakeKube) -> set[str]:
+    return {k for (_, k, _, _) in kube.objects}
+
+
+def test_missing_claim_waits_without_creating_anything(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    add_lms(kube, minilm_manifest)
+    result, status = run(kube)
+    assert result.retry_after and not result.permanent
+    assert status["phase"] == st.PENDING
+    repo = next(c for c in status["conditions"] if c["type"] == st.REPOSITORY_READY)
+    assert (repo["status"], repo["reason"]) == ("False", st.CLAIM_NOT_FOUND)
+    assert kube.writes == []
+
+
+def test_full_path_job_then_serving_then_ready(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    key = key_of(minilm_manifest)
+    result, status = run(kube)
+    assert status["phase"] == st.COMPRESSING and result.retry_after
+    assert kube.writes == [("create", "Job", meta.child_name("minilm", f"compress-{key[:10]}"))]
+    job = next(o for (_, k, _, _), o in kube.objects.items() if k == "Job")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    run(kube)
+    assert len(kube.writes) == 1  # no duplicate Job on the next pass
+
+    finish_job(kube, key, "minilm", 0, GATE_OK)
+    result, status = run(kube)
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds(kube)
+    assert status["phase"] == st.DEPLOYING
+    assert status["compression"]["ratio"] == 3.91 and status["compression"]["score"] == 0.9931
+    assert status["compression"]["version"] == key
+
+    ready_deployment(kube)
+    result, status = run(kube)
+    assert status["phase"] == st.READY and result.retry_after is None and not result.permanent
+    assert status["modelVersion"] == key and status["readyReplicas"] == 1
+    assert status["endpoint"]["http"] == f"http://minilm-triton.{NS}.svc:8000"
+    writes = len(kube.writes)
+    run(kube)
+    assert len(kube.writes) == writes  # unchanged spec: nothing changes
+
+
+def test_gate_failure_on_update_keeps_the_old_version(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    body = add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    k1 = key_of(minilm_manifest)
+    run(kube)
+    finish_job(kube, k1, "minilm", 0, GATE_OK)
+    run(kube)
+    ready_deployment(kube)
+    run(kube)
+    deployment_before = copy.deepcopy(kube.objects[("apps/v1", "Deployment", NS, "minilm-triton")]["spec"])
+
+    body["spec"]["compression"]["quantization"]["perChannel"] = False
+    body["metadata"]["generation"] = 2
+    k2 = key_of(body)
+    assert k2 != k1
+    run(kube)
+    finish_job(kube, k2, "minilm", 3, GATE_BAD)
+    result, status = run(kube)
+    assert result.permanent
+    assert status["phase"] == st.DEGRADED and status["modelVersion"] == k1
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type[st.READY]["status"] == "True"
+    assert by_type[st.QUALITY_GATE_PASSED]["status"] == "False"
+    assert "0.9612" in by_type[st.QUALITY_GATE_PASSED]["message"]
+    assert kube.objects[("apps/v1", "Deployment", NS, "minilm-triton")]["spec"] == deployment_before
+
+
+def test_first_gate_failure_serves_nothing(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    run(kube)
+    finish_job(kube, key_of(minilm_manifest), "minilm", 3, GATE_BAD)
+    result, status = run(kube)
+    assert result.permanent and status["phase"] == st.FAILED
+    assert "Deployment" not in kinds(kube)
+    assert status["compression"]["passed"] is False and status["compression"]["score"] == 0.9612
+
+
+def test_cache_hit_in_repository_needs_no_job(kube: FakeKube, minilm_manifest: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    key = key_of(minilm_manifest)
+    version = tmp_path / NS / "lms-models" / NS / "minilm" / key
+    version.mkdir(parents=True)
+    (version / "report.json").write_text(json.dumps(summary(GATE_OK)))
+    (version / ".complete").write_text("")
+    _, status = run(kube, root=tmp_path)
+    assert "Job" not in kinds(kube) and "Deployment" in kinds(kube)
+    assert status["compression"]["ratio"] == 3.91
+    compressed = next(c for c in status["conditions"] if c["type"] == st.COMPRESSED)
+    assert compressed["reason"] == st.CACHE_HIT
+
+
+def test_incomplete_version_is_not_a_cache_hit(kube: FakeKube, minilm_manifest: dict[str, Any],
+                                               tmp_path: Path) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    (tmp_path / NS / "lms-models" / NS / "minilm" / key_of(minilm_manifest)).mkdir(parents=True)
+    run(kube, root=tmp_path)
+    assert "Job" in kinds(kube)
+
+
+def test_invalid_spec_is_permanent_and_names_the_field(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    minilm_manifest["spec"]["serving"]["device"] = "gpu"
+    add_lms(kube, minilm_manifest)
+    result, status = run(kube)
+    assert result.permanent and status["phase"] == st.FAILED
+    assert "spec.serving.resources.gpu" in status["message"]
+    assert kube.writes == []
+
+
+def test_api_errors_map_to_types() -> None:
+    body = json.dumps({"kind": "Status", "reason": "AlreadyExists", "message": "jobs.batch \"x\" already exists"})
+    err = errors.from_response(409, body.encode())
+    assert isinstance(err, errors.Conflict) and err.reason == "AlreadyExists"
+    assert isinstance(errors.from_response(429, b"slow down"), errors.TooManyRequests)
+    assert type(errors.from_response(500, b"oops")) is errors.ApiError

@@ -1,0 +1,158 @@
+"""Status logic: conditions, Job results, compression numbers and the phase decision table."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lms_operator.api import status as st
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+SUMMARY = {"version": "k", "original_bytes": 90_000_000, "compressed_bytes": 23_000_000, "size_ratio": 3.913,
+           "latency_ms": {"baseline": 295.0, "compressed": 170.2}, "speedup": 1.733, "variant": "int8-per-channel",
+           "quality": {"metric": "cosine", "score": 0.99213, "threshold": 0.99, "passed": True},
+           "sha256": "a" * 64, "cache_hit": False}
+
+
+def _pod(exit_code: int, message: str, finished: str = T1) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "creationTimestamp": T0},
+            "status": {"containerStatuses": [{"name": "compress", "state": {"terminated": {
+                "exitCode": exit_code, "message": message, "finishedAt": finished}}}]}}
+
+
+def _job(condition: str | None) -> dict[str, Any]:
+    conds = [{"type": condition, "status": "True", "reason": "BackoffLimitExceeded",
+              "message": "Job has reached the specified backoff limit"}] if condition else []
+    return {"metadata": {"name": "j"}, "status": {"conditions": conds}}
+
+
+def test_condition_transition_time_changes_only_with_status() -> None:
+    first = st.merge_conditions([], [st.Condition(st.READY, False, st.COMPRESSING, "a")], T0, 1)
+    same = st.merge_conditions(first, [st.Condition(st.READY, False, st.ROLLING_OUT, "b")], T1, 2)
+    flipped = st.merge_conditions(same, [st.Condition(st.READY, True, st.AVAILABLE, "c")], T1, 2)
+    assert first[0]["lastTransitionTime"] == T0
+    assert same[0]["lastTransitionTime"] == T0 and same[0]["reason"] == st.ROLLING_OUT
+    assert same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == T1 and flipped[0]["status"] == "True"
+
+
+def test_conditions_come_in_a_fixed_order() -> None:
+    conds = st.merge_conditions([], [st.Condition(t, True, "R") for t in reversed(st.CONDITION_TYPES)], T0, None)
+    assert [c["type"] for c in conds] == list(st.CONDITION_TYPES)
+    assert all("observedGeneration" not in c for c in conds)
+
+
+def test_parse_summary_takes_the_last_json_line() -> None:
+    text = "loading...\n{not json\n" + json.dumps(SUMMARY)
+    assert st.parse_summary(text) == SUMMARY
+    assert st.parse_summary("") is None and st.parse_summary("Traceback: boom") is None
+
+
+def test_compression_status_maps_summary_fields() -> None:
+    comp = st.compression_status(SUMMARY, "0123456789abcdef")
+    assert comp == {"version": "0123456789abcdef", "originalBytes": 90_000_000, "compressedBytes": 23_000_000,
+                    "ratio": 3.913, "latencyMs": 170.2, "baselineLatencyMs": 295.0, "speedup": 1.733,
+                    "metric": "cosine", "score": 0.9921, "threshold": 0.99, "passed": True,
+                    "variant": "int8-per-channel", "sha256": "a" * 64}
+    assert st.compression_status({"error": "x"}, "k") == {"version": "k"}
+
+
+@pytest.mark.parametrize("job, pods, state, reason", [
+    (_job(None), [], "running", st.COMPRESSING),
+    (_job("Complete"), [_pod(0, json.dumps(SUMMARY))], "published", st.PUBLISHED),
+    (_job("Failed"), [_pod(3, json.dumps({**SUMMARY, "quality": {"metric": "cosine", "score": 0.961,
+                                                                   "threshold": 0.99, "passed": False}}))],
+     "failed", st.QUALITY_GATE_FAILED),
+    (_job("Failed"), [_pod(2, json.dumps({"error": "sha256 mismatch for model.safetensors"}))],
+     "failed", st.INVALID_MODEL),
+    (_job("Failed"), [_pod(1, "Traceback ... MemoryError")], "failed", st.COMPRESSION_FAILED),
+    (_job("Failed"), [], "failed", st.COMPRESSION_FAILED),
+])
+def test_job_outcome(job: dict[str, Any], pods: list[dict[str, Any]], state: str, reason: str) -> None:
+    outcome = st.job_outcome(job, pods)
+    assert (outcome.state, outcome.reason) == (state, reason)
+
+
+def test_gate_failure_message_has_the_numbers() -> None:
+    failed = {"quality": {"metric": "cosine", "score": 0.96123, "threshold": 0.99, "passed": False}}
+    outcome = st.job_outcome(_job("Failed"), [_pod(3, json.dumps(failed))])
+    assert outcome.message == "quality gate failed: cosine 0.9612 < threshold 0.99"
+
+
+def test_job_outcome_uses_the_newest_pod() -> None:
+    old = _pod(1, "oom", finished="2026-01-01T00:01:00Z")
+    new = _pod(3, json.dumps({"quality": {"metric": "accuracy", "score": 0.5, "threshold": 0.9}}),
+               finished="2026-01-01T00:02:00Z")
+    assert st.job_outcome(_job("Failed"), [new, old]).reason == st.QUALITY_GATE_FAILED
+
+
+# ---- the phase decision table ----------------------------------------------------------------------
+
+PUBLISHED = st.CompressionOutcome("published", st.PUBLISHED, "ok", SUMMARY)
+RUNNING = st.CompressionOutcome("running", st.COMPRESSING, "running")
+GATE = st.CompressionOutcome("failed", st.QUALITY_GATE_FAILED, "quality gate failed: cosine 0.9600 < threshold 0.99")
+BAD = st.CompressionOutcome("failed", st.INVALID_MODEL, "invalid model: digest mismatch")
+CLAIM_OK = st.Condition(st.REPOSITORY_READY, True, st.CLAIM_BOUND, "bound")
+NO_CLAIM = st.Condition(st.REPOSITORY_READY, False, st.CLAIM_NOT_FOUND, "PersistentVolumeClaim lms-models not found")
+
+
+def serving(version: str, ready: int, rolled_out: bool = True) -> st.ServingObservation:
+    return st.ServingObservation(version=version, replicas=max(ready, 1), ready_replicas=ready, rolled_out=rolled_out)
+
+
+def conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+@pytest.mark.parametrize("name, comp, srv, prev_version, repo, phase, ready, served", [
+    ("compressing", RUNNING, None, None, CLAIM_OK, st.COMPRESSING_PHASE, "False", None),
+    ("deploying", PUBLISHED, serving("k2", 0, False), None, CLAIM_OK, st.DEPLOYING, "False", None),
+    ("ready", PUBLISHED, serving("k2", 1), None, CLAIM_OK, st.READY_PHASE, "True", "k2"),
+    ("rolling from k1", PUBLISHED, serving("k1", 1, False), "k1", CLAIM_OK, st.DEPLOYING, "True", "k1"),
+    ("gate fails first time", GATE, None, None, CLAIM_OK, st.FAILED, "False", None),
+    ("gate fails on update", GATE, serving("k1", 1), "k1", CLAIM_OK, st.DEGRADED, "True", "k1"),
+    ("bad model on update", BAD, serving("k1", 1), "k1", CLAIM_OK, st.DEGRADED, "True", "k1"),
+    ("compressing update", RUNNING, serving("k1", 1), "k1", CLAIM_OK, st.COMPRESSING_PHASE, "True", "k1"),
+    ("no claim", None, None, None, NO_CLAIM, st.PENDING, "False", None),
+])
+def test_phase_decision_table(name: str, comp: st.CompressionOutcome | None, srv: st.ServingObservation | None,
+                              prev_version: str | None, repo: st.Condition, phase: str, ready: str,
+                              served: str | None) -> None:
+    obs = st.Observation(generation=3, desired_version="k2", repository=repo, compression=comp, serving=srv,
+                         previous_version=prev_version, endpoint={"http": "h", "grpc": "g"})
+    status = st.derive_status(obs, {}, T0)
+    assert status["phase"] == phase, name
+    assert conds(status)[st.READY][0] == ready, name
+    assert status.get("modelVersion") == served, name
+    assert status["observedGeneration"] == 3 and status["desiredVersion"] == "k2"
+
+
+def test_gate_failure_on_update_says_what_is_served() -> None:
+    obs = st.Observation(generation=2, desired_version="k2", repository=CLAIM_OK, compression=GATE,
+                         serving=serving("k1", 1), previous_version="k1")
+    status = st.derive_status(obs, {}, T0)
+    c = conds(status)
+    assert c[st.QUALITY_GATE_PASSED] == ("False", st.QUALITY_GATE_FAILED)
+    assert c[st.READY] == ("True", st.SERVING_PREVIOUS)
+    assert "0.9600" in status["message"] and "still serving k1" in status["message"]
+
+
+def test_invalid_spec_is_failed_with_field_paths() -> None:
+    obs = st.Observation(generation=1, desired_version=None,
+                         spec_problems=["spec.serving.resources.gpu: device gpu needs resources.gpu >= 1"])
+    status = st.derive_status(obs, {}, T0)
+    assert status["phase"] == st.FAILED
+    assert conds(status)[st.VALIDATED] == ("False", st.INVALID_SPEC)
+    assert "spec.serving.resources.gpu" in status["message"]
+
+
+def test_status_patch_only_carries_changes() -> None:
+    obs = st.Observation(generation=1, desired_version="k", repository=CLAIM_OK, compression=PUBLISHED,
+                         serving=serving("k", 1), endpoint={"http": "h", "grpc": "g"})
+    first = st.derive_status(obs, {}, T0)
+    assert st.status_patch(first, st.derive_status(obs, first, T1)) == {}
+    later = st.derive_status(st.Observation(generation=1, desired_version="k", repository=CLAIM_OK,
+                                            compression=PUBLISHED, serving=serving("k", 2)), first, T1)
+    patch = st.status_patch(first, later)
+    assert patch["readyReplicas"] == 2 and "phase" not in patch
