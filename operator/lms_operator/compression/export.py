@@ -73,7 +73,8 @@ def export_module(module: nn.Module, task: str, out_path: Path, example: dict[st
         names_in, name_out = ["input_ids", "attention_mask"], "logits"
         axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
     else:
-        wrapper = LogitsHead(module, text=False)
+        # a TorchScript module cannot sit inside a traced wrapper; its output is already the logits
+        wrapper = module if isinstance(module, torch.jit.ScriptModule) else LogitsHead(module, text=False)
         args = (example["input"],)
         names_in, name_out = ["input"], "logits"
         axes = {"input": {0: "batch"}, "logits": {0: "batch"}}

@@ -20,6 +20,7 @@ def publish_version(root: Path, final: Path, model_name: str, onnx_path: Path, t
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
+        staging.chmod(0o755)  # Triton may run as another user and must read the version
         mdir = staging / model_name
         vdir = mdir / MODEL_VERSION
         vdir.mkdir(parents=True)
