@@ -156,3 +156,9 @@ def test_status_patch_only_carries_changes() -> None:
                                             compression=PUBLISHED, serving=serving("k", 2)), first, T1)
     patch = st.status_patch(first, later)
     assert patch["readyReplicas"] == 2 and "phase" not in patch
+
+
+def test_gate_verdict_counts_before_the_job_gives_up() -> None:
+    pod = _pod(3, json.dumps({"quality": {"metric": "accuracy", "score": 0.98, "threshold": 0.999}}))
+    assert st.job_outcome(_job(None), [pod]).reason == st.QUALITY_GATE_FAILED
+    assert st.job_outcome(_job(None), [_pod(1, "killed")]).state == "running"

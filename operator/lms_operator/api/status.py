@@ -162,8 +162,10 @@ def job_outcome(job: dict[str, Any], pods: list[dict[str, Any]]) -> CompressionO
     summary = parse_summary(terminated.get("message")) if terminated else None
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         return CompressionOutcome("published", PUBLISHED, "compression Job succeeded", summary)
-    if "Failed" in conditions or "FailureTarget" in conditions:
-        exit_code = terminated.get("exitCode") if terminated else None
+    exit_code = terminated.get("exitCode") if terminated else None
+    # Exit codes 2 and 3 are deterministic verdicts (bad input, gate failed): a Job retry cannot
+    # change them, so they count as soon as one pod reports them.
+    if "Failed" in conditions or "FailureTarget" in conditions or exit_code in (EXIT_BAD_INPUT, EXIT_GATE_FAILED):
         error = (summary or {}).get("error")
         if exit_code == EXIT_GATE_FAILED:
             return CompressionOutcome("failed", QUALITY_GATE_FAILED, gate_message(summary), summary)
