@@ -1,6 +1,7 @@
 """Run ONNX models with ONNX Runtime: outputs on held-out feeds, scores and latency."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -8,6 +9,15 @@ from typing import Sequence
 import numpy as np
 
 Feed = dict[str, np.ndarray]
+
+
+def thread_limit() -> int | None:
+    """Threads for torch and ONNX Runtime from env LMS_COMPRESS_THREADS (None: library default).
+
+    On a shared or CPU-limited node, fewer threads than cores avoids spin-waiting on busy cores.
+    """
+    raw = os.environ.get("LMS_COMPRESS_THREADS", "")
+    return max(1, int(raw)) if raw.isdigit() else None
 
 
 def providers(device: str) -> list[str]:
@@ -26,6 +36,9 @@ def session(path: Path, device: str = "cpu"):  # type: ignore[no-untyped-def]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    threads = thread_limit()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers(device))
 
 

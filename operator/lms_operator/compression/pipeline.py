@@ -28,6 +28,7 @@ from lms_operator.compression.source import locate_model
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
 
 TIMING_BATCH = 32
+MAX_TRAIN_SENTENCES = 2048
 TEXT_METRICS = {"feature-extraction": ("cosine",), "text-classification": ("agreement", "accuracy")}
 CLASSIFIER_METRICS = ("accuracy", "agreement")
 
@@ -150,7 +151,7 @@ def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec
         student = distill.build_mlp(sizes)
         info["student_sizes"] = sizes
     if src.task == "feature-extraction":
-        losses = distill.train_embedding(student, src.module, work.tokenizer, work.train_text, d.temperature, d.alpha, d.epochs, d.seed)
+        losses = distill.train_embedding(student, src.module, work.tokenizer, work.train_text[:MAX_TRAIN_SENTENCES], d.temperature, d.alpha, d.epochs, d.seed)
     elif src.task == "text-classification":
         raise InputError("spec.compression.distillation: text-classification distillation needs labelled text, which the corpus lacks")
     else:
@@ -227,6 +228,11 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
     if m.task in ("feature-extraction", "text-classification") and comp.quality_gate.metric == "accuracy":
         raise InputError("spec.compression.qualityGate.metric: accuracy needs labelled data; use agreement for text models")
     device = lms.spec.serving.device
+    threads = ev.thread_limit()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     sw = Stopwatch()
     base_dir = spec_dir or Path.cwd()
     with sw.stage("load"):

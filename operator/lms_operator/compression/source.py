@@ -124,7 +124,7 @@ def resolve_uri(uri: str, spec_dir: Path | None, model_dir: Path | None) -> Path
         return resolve_hf(repo_id)
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise InputError(f"spec.model.uri: file URI with a host is not supported: {uri!r}")
+            raise InputError(f"spec.model.uri: file:// needs an absolute path (file:///abs/path) or use file:relative/path: {uri!r}")
         raw = unquote(parsed.path)
         if uri.startswith("file://"):
             if not raw.startswith("/"):

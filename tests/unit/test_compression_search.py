@@ -1,0 +1,48 @@
+"""Variant lists, candidate choice and report rows."""
+from __future__ import annotations
+
+import math
+
+from lms_operator.compression.search import Candidate, bases, best_failed, quant_variants, select
+
+
+def cand(name: str, ms: float, size: int, score: float, passed: bool, error: str | None = None) -> Candidate:
+    return Candidate(variant=name, base="original", quantization=name, compressed_bytes=size,
+                     latency_ms=ms, score=score, passed=passed, error=error)
+
+
+def test_fastest_passing_candidate_wins() -> None:
+    cs = [cand("int8-per-tensor", 150, 22, 0.968, False), cand("int8-per-channel", 170, 23, 0.992, True),
+          cand("distilled+int8", 90, 15, 0.93, False), cand("pruned+int8", 160, 20, 0.991, True)]
+    assert select(cs).variant == "pruned+int8"  # type: ignore[union-attr]
+
+
+def test_ties_go_to_smaller_file_and_errors_never_win() -> None:
+    cs = [cand("a", 100, 30, 0.995, True), cand("b", 100, 20, 0.991, True), cand("c", 1, 1, 1.0, True, error="boom")]
+    assert select(cs).variant == "b"  # type: ignore[union-attr]
+
+
+def test_no_passing_candidate_selects_nothing_and_reports_best_score() -> None:
+    cs = [cand("a", 100, 30, 0.96, False), cand("b", 80, 20, 0.97, False)]
+    assert select(cs) is None
+    assert best_failed(cs).variant == "b"  # type: ignore[union-attr]
+
+
+def test_variants_follow_the_spec() -> None:
+    assert quant_variants("dynamic", True, True) == ["int8-per-tensor", "int8-per-channel"]
+    assert quant_variants("dynamic", True, False) == ["int8-per-channel"]
+    assert quant_variants("dynamic", False, False) == ["int8-per-tensor"]
+    assert quant_variants("static", False, True) == ["qdq-per-tensor", "qdq-per-channel"]
+    assert quant_variants("fp16", False, True) == ["fp16"]
+    assert quant_variants("none", False, True) == ["fp32"]
+    assert bases(True, True, True) == ["original", "pruned", "distilled"]
+    assert bases(True, True, False) == ["distilled+pruned"]
+    assert bases(False, False, False) == ["original"]
+
+
+def test_row_ratios_against_baseline() -> None:
+    row = cand("int8", 100.0, 25, 0.99, True).row(original_bytes=100, baseline_ms=300.0)
+    assert row["size_ratio"] == 4.0 and row["speedup"] == 3.0 and "error" not in row
+    failed = Candidate(variant="x", base="original", quantization="x", error="bad").row(100, 300.0)
+    assert failed["speedup"] is None and failed["score"] is None and failed["error"] == "bad"
+    assert math.isinf(Candidate(variant="x", base="b", quantization="q").latency_ms)
