@@ -6,6 +6,7 @@ from typing import Any
 from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
 from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.faults import fault_point
 from lms_operator.reconcile.repository import published_version, read_report
 from lms_operator.resources import meta
 from lms_operator.resources.job import build_compression_job
@@ -32,7 +33,9 @@ async def ensure_compression(ctx: Context, lms: LargeModelService, key: str, own
     job = await ctx.kube.get("batch/v1", "Job", lms.namespace, name)
     notes: list[str] = []
     if job is None:
+        fault_point("before_job_create")
         job, created = await ctx.kube.create(build_compression_job(lms, key, ctx.settings, owner))
+        fault_point("after_job_create")
         if created:
             notes.append(f"JobCreated: compression Job {name} for version {key}")
     pods = await ctx.kube.list("v1", "Pod", lms.namespace, f"job-name={name}")

@@ -17,6 +17,7 @@ from lms_operator.api.spec import LargeModelService, SpecError, parse_spec
 from lms_operator.api.version import version_key
 from lms_operator.reconcile.compression import ensure_compression
 from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.faults import fault_point
 from lms_operator.reconcile.repository import claim_condition
 from lms_operator.reconcile.serving import ensure_serving, read_serving
 from lms_operator.resources import meta
@@ -107,6 +108,8 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     obs.compression = outcome
     events += _notes_to_events(notes)
     if outcome.state == "published":
+        if outcome.reason != st.CACHE_HIT:
+            fault_point("after_job_finished")
         obs.serving, notes = await ensure_serving(ctx, lms, key, owner)
         events += _notes_to_events(notes)
     else:
@@ -139,6 +142,7 @@ async def _write(ctx: Context, namespace: str, name: str, previous: dict[str, An
     if compression is not None and compression != previous.get("compression"):
         patch["compression"] = _replace(previous.get("compression"), compression)
     if patch:
+        fault_point("before_status_write")
         await ctx.kube.patch_status(schema.API_VERSION, schema.KIND, namespace, name, patch)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
 from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.faults import fault_point
 from lms_operator.resources import meta
 from lms_operator.resources.render import serving_objects
 
@@ -40,7 +41,10 @@ async def ensure_serving(ctx: Context, lms: LargeModelService, key: str,
         notes.append(f"RollingUpdate: Triton Deployment {meta.server_name(lms)} from version {before.version} to {key}")
     observed: st.ServingObservation | None = None
     for obj in serving_objects(lms, key, ctx.settings, owner):
+        if obj["kind"] == "Deployment":
+            fault_point("before_deployment_apply")
         applied = await ctx.kube.apply(obj)
         if obj["kind"] == "Deployment":
+            fault_point("after_deployment_apply")
             observed = observe_deployment(applied)
     return observed, notes
