@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +344,8 @@ class FaultProxy:
         self.server_ssl = server_ssl
         self.rules: list[Rule] = []
         self.stats = Stats()
+        # (monotonic time, method, target, status, injected) of recent answers, for back-off checks
+        self.history: deque[tuple[float, str, str, int, bool]] = deque(maxlen=20000)
         self._lock = threading.Lock()
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -365,6 +367,7 @@ class FaultProxy:
         with self._lock:
             self.rules.clear()
             self.stats = Stats()
+            self.history.clear()
 
     def snapshot(self) -> dict[str, Any]:
         """Current counters plus the armed rules."""
@@ -384,9 +387,15 @@ class FaultProxy:
                     return rule
         return None
 
-    def _record(self, method: str, agent: str, status: int) -> None:
+    def _record(self, method: str, agent: str, status: int, target: str = "", injected: bool = False) -> None:
         with self._lock:
             self.stats.record(method, agent, status)
+            self.history.append((time.monotonic(), method, target, status, injected))
+
+    def requests_since(self, since: float) -> list[tuple[float, str, str, int, bool]]:
+        """Answers recorded at or after monotonic time `since`."""
+        with self._lock:
+            return [h for h in self.history if h[0] >= since]
 
     @property
     def url(self) -> str:
@@ -479,7 +488,7 @@ class FaultProxy:
                 agent = agent_family(req.get("User-Agent"))
                 rule = self._take_rule(req.method, req.target)
                 if rule is not None:
-                    self._record(req.method, agent, rule.status)
+                    self._record(req.method, agent, rule.status, req.target, injected=True)
                     writer.write(error_response(rule.status, rule.retry_after, req.method, req.target))
                     await writer.drain()
                     continue
@@ -544,7 +553,7 @@ class FaultProxy:
                 self.stats.upstream_failures += 1
             return False
         status, headers = parse_status_head(raw)
-        self._record(req.method, agent, status)
+        self._record(req.method, agent, status, req.target)
         out_head = b"\r\n".join(line for line in raw[:-4].split(b"\r\n")
                                 if line.split(b":", 1)[0].strip().lower() not in (b"connection", b"keep-alive"))
         writer.write(out_head + b"\r\nConnection: keep-alive\r\n\r\n")

@@ -215,6 +215,9 @@ def test_injects_errors_then_succeeds(proxy: Any) -> None:
     assert c.getresponse().status == 200
     c.close()
     assert statuses == [429, 429, 200]
+    history = proxy.requests_since(0)
+    assert [(h[1], h[2], h[3], h[4]) for h in history[:3]] == [
+        ("GET", "/api/v1/pods", 429, True), ("GET", "/api/v1/pods", 429, True), ("GET", "/api/v1/pods", 200, False)]
     assert len(Upstream.seen) == 2  # the injected answers never reached the server
     snap = proxy.snapshot()
     assert snap["http_429"] == 2 and snap["injected"] == {"429": 2} and snap["rules"][0]["remaining"] == 0
