@@ -163,16 +163,35 @@ def header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == low), None)
 
 
-def upstream_head(req: RequestHead, host: str, body_length: int) -> bytes:
+def impersonation_headers(user: str | None) -> list[tuple[str, str]]:
+    """Impersonate-User/Group headers for `user`; a ServiceAccount gets its groups as the token would."""
+    if not user:
+        return []
+    out = [("Impersonate-User", user)]
+    parts = user.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        out += [("Impersonate-Group", "system:serviceaccounts"),
+                ("Impersonate-Group", f"system:serviceaccounts:{parts[2]}")]
+    out.append(("Impersonate-Group", "system:authenticated"))
+    return out
+
+
+def upstream_head(req: RequestHead, host: str, body_length: int,
+                  extra: list[tuple[str, str]] | None = None) -> bytes:
     """The request head as sent upstream: Host rewritten, hop-by-hop headers dropped, keep-alive.
 
     The body goes with a Content-Length (a chunked request body was de-chunked on the way in).
+    With `extra` impersonation headers, any the client sent are replaced.
     """
     lines = [f"{req.method} {req.target} HTTP/1.1", f"Host: {host}"]
     for k, v in req.headers:
-        if k.lower() in HOP_HEADERS or k.lower() in ("host", "content-length", "transfer-encoding"):
+        low = k.lower()
+        if low in HOP_HEADERS or low in ("host", "content-length", "transfer-encoding"):
+            continue
+        if extra and low.startswith("impersonate-"):
             continue
         lines.append(f"{k}: {v}")
+    lines += [f"{k}: {v}" for k, v in extra or []]
     if body_length or req.method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {body_length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -338,8 +357,9 @@ class FaultProxy:
     """Counting, fault-injecting forwarder; run it with `serve()` or `start_in_thread()`."""
 
     def __init__(self, upstream: Upstream, host: str = "127.0.0.1", port: int = 0,
-                 server_ssl: ssl.SSLContext | None = None) -> None:
+                 server_ssl: ssl.SSLContext | None = None, impersonate: str | None = None) -> None:
         self.upstream = upstream
+        self.impersonate = impersonate
         self.host, self.port = host, port
         self.server_ssl = server_ssl
         self.rules: list[Rule] = []
@@ -544,7 +564,7 @@ class FaultProxy:
         """Send one request upstream and stream its answer back; False when either side must close."""
         ur, uw = upstream
         host = f"{self.upstream.host}:{self.upstream.port}"
-        uw.write(upstream_head(req, host, len(body)) + body)
+        uw.write(upstream_head(req, host, len(body), impersonation_headers(self.impersonate)) + body)
         await uw.drain()
         try:
             raw = await ur.readuntil(b"\r\n\r\n")
@@ -651,11 +671,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-key", help="key for --tls-cert")
     p.add_argument("--inject", action="append", default=[], help="STATUS:COUNT[:RETRY_AFTER[:METHOD[:PATHREGEX]]]")
     p.add_argument("--stats-out", type=Path, help="write the counters as JSON here at exit")
+    p.add_argument("--impersonate", help="forward every request as this user (e.g. system:serviceaccount:NS:NAME)")
     args = p.parse_args(argv)
     try:
         host, _, port = args.listen.rpartition(":")
         proxy = FaultProxy(upstream_from_kubeconfig(args.kubeconfig), host or "127.0.0.1", int(port),
-                           server_context(args.tls_cert, args.tls_key))
+                           server_context(args.tls_cert, args.tls_key), impersonate=args.impersonate)
         for text in args.inject:
             proxy.rules.append(parse_rule(text))
     except (ProxyError, ValueError, OSError, ssl.SSLError) as exc:

@@ -92,6 +92,15 @@ def test_upstream_head_rewrites_host_and_length() -> None:
     assert "chunked" not in head and "Connection: close" not in head and "proxy:1" not in head
 
 
+def test_impersonation_replaces_client_headers() -> None:
+    req = fp.parse_request_head(b"GET /x HTTP/1.1\r\nImpersonate-User: admin\r\n\r\n")
+    head = fp.upstream_head(req, "up", 0, fp.impersonation_headers("system:serviceaccount:lms-system:lms-operator")).decode()
+    assert "Impersonate-User: admin" not in head
+    assert "Impersonate-User: system:serviceaccount:lms-system:lms-operator" in head
+    assert "Impersonate-Group: system:serviceaccounts:lms-system" in head
+    assert fp.impersonation_headers(None) == []
+
+
 # -- a real TLS upstream ------------------------------------------------------------------------
 
 def _selfsigned(tmp: Path, name: str) -> tuple[Path, Path]:
