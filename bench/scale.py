@@ -49,6 +49,7 @@ CACHE = Path(os.environ.get("LMS_CACHE_DIR", Path.home() / ".cache" / "lms"))
 TEACHER = ROOT / "examples" / "models" / "digits-teacher" / "model.pt"
 GROUP, VERSION, PLURAL = "serving.lms.dev", "v1alpha1", "largemodelservices"
 CLAIM = "lms-models"
+OPERATOR_USER = "system:serviceaccount:lms-system:lms-operator"
 CHILD_KINDS = (("apps/v1", "deployments"), ("v1", "services"), ("autoscaling/v2", "horizontalpodautoscalers"),
                ("policy/v1", "poddisruptionbudgets"), ("batch/v1", "jobs"))
 
@@ -153,10 +154,11 @@ def parse_prometheus(text: str, metric: str, label: str = "") -> float:
 
 # -- processes ----------------------------------------------------------------------------------
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600, check_rc: bool = True,
+        **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise with the tail of its stderr."""
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, **kw)
-    if done.returncode != 0:
+    if check_rc and done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])}... failed ({done.returncode}): {done.stderr[-2000:]}")
     return done
 
@@ -526,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         for crd in sorted((ROOT / "crds").glob("*.yaml")):
             run(kubectl + ["apply", "--server-side", "--force-conflicts", "-f", str(crd)], env=env)
         run(kubectl + ["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"], env=env)
+        # the operator runs under its own ServiceAccount's RBAC (the proxy impersonates it)
+        run(kubectl + ["create", "namespace", "lms-system"], env=env, check_rc=False)
+        for manifest_file in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")):
+            run(kubectl + ["apply", "-f", str(manifest_file)], env=env)
         extra = max(0, -(-(args.objects + 50) // 250))
         nodes = "\n---\n".join(json.dumps(scale_node(i, 250)) for i in range(extra))
         if nodes:
@@ -548,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
 
         proxy_kc = work / "kubeconfig.proxy"
         proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faultproxy.py"), "--kubeconfig", str(kubeconfig),
-                                  "--write-kubeconfig", str(proxy_kc)], stdout=subprocess.PIPE,
+                                  "--write-kubeconfig", str(proxy_kc), "--impersonate", OPERATOR_USER],
+                                 stdout=subprocess.PIPE,
                                  stderr=open(work / "proxy.log", "wb"), start_new_session=True)
         procs.append(proxy)
         line = proxy.stdout.readline().decode().strip() if proxy.stdout else ""
