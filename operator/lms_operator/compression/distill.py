@@ -148,9 +148,11 @@ def train_embedding(student: nn.Module, teacher: nn.Module, tokenizer: Any, sent
     from tqdm import tqdm
 
     seed_all(seed)
+    # batches of similar length waste little on padding; their order is shuffled per epoch
+    by_length = sorted(sentences, key=lambda s: (len(s), s))
     batches = []
-    for i in range(0, len(sentences), batch_size):
-        enc = tokenizer(sentences[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    for i in range(0, len(by_length), batch_size):
+        enc = tokenizer(by_length[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     teacher.eval()
     with torch.no_grad():

@@ -352,6 +352,8 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
                           "statistic": "best of 5 interleaved runs after 2 warm-ups"},
             "data": work.source, **details,
         }
+        if device == "gpu" and "CUDAExecutionProvider" not in providers:
+            report["benchmark"]["note"] = "no CUDA execution provider here: latencies were measured on the CPU"
         if work.tabular is not None:
             report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
         publish_version(root, final, lms.name, Path(chosen.path), tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else [],
