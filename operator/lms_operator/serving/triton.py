@@ -160,6 +160,7 @@ def free_port() -> int:
 def check_ports_free(triton_args: list[str]) -> None:
     for flag, port in ports(triton_args).items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is not "in use"
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError:
