@@ -31,7 +31,8 @@ VALUE_SETS: dict[str, list[str]] = {
     "s3": ["--set", "s3.enabled=true", "--set", "watchNamespaces={team-a}"],
     "everything": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "repository.existingClaim=lms-models",
                    "--set", "image.digest=sha256:" + "a" * 64, "--set", "peering.enabled=false",
-                   "--set", "replicaCount=2"],
+                   "--set", "replicaCount=2", "--set", "networkPolicy.enabled=true",
+                   "--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring"],
 }
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("kopf.dev", "clusterkopfpeerings")}
 
