@@ -1,0 +1,55 @@
+"""Structured pruning on a tiny BERT: removed heads and FFN rows shrink the matrices.
+
+Heads and FFN rows whose weights are zero contribute nothing, so removing exactly those must
+leave the encoder's output unchanged; this pins both the choice (lowest norm) and the surgery.
+"""
+from __future__ import annotations
+
+import torch
+import transformers
+
+from lms_operator.compression.distill import layer_dropped_student
+from lms_operator.compression.prune import structured
+
+
+def tiny_bert() -> transformers.BertModel:
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=16, max_position_embeddings=32)
+    cfg._attn_implementation = "eager"
+    return transformers.BertModel(cfg).eval()
+
+
+def test_zero_heads_and_rows_are_the_ones_removed() -> None:
+    model = tiny_bert()
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            sa = layer.attention.self
+            for lin in (sa.query, sa.key, sa.value):
+                lin.weight[8:16] = 0.0  # head 1 of 4 (head size 8)
+                lin.bias[8:16] = 0.0
+            layer.attention.output.dense.weight[:, 8:16] = 0.0
+            layer.intermediate.dense.weight[:4] = 0.0  # 4 of 16 FFN rows
+            layer.intermediate.dense.bias[:4] = 0.0
+            layer.output.dense.weight[:, :4] = 0.0
+        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    removed = structured(model, 0.25)
+    assert removed == {"heads": 2, "ffn_rows": 8}
+    layer = model.encoder.layer[0]
+    assert tuple(layer.attention.self.query.weight.shape) == (24, 32)
+    assert tuple(layer.attention.output.dense.weight.shape) == (32, 24)
+    assert tuple(layer.intermediate.dense.weight.shape) == (12, 32)
+    assert tuple(layer.output.dense.weight.shape) == (32, 12)
+    with torch.no_grad():
+        after = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_layer_dropped_student_keeps_teacher_layers() -> None:
+    model = tiny_bert()
+    student, kept = layer_dropped_student(model, 1)
+    assert kept == [0] and len(student.encoder.layer) == 1 and len(model.encoder.layer) == 2
+    assert torch.equal(student.encoder.layer[0].attention.self.query.weight, model.encoder.layer[0].attention.self.query.weight)
+    assert student.encoder.layer[0] is not model.encoder.layer[0]
