@@ -172,3 +172,12 @@ def test_invalid_spec_names_the_field(tmp_path: Path) -> None:
     assert "maxBatchSize" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     missing = subprocess.run([*LMS, "serve", str(tmp_path / "absent.yaml")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "absent.yaml: no such file" in missing.stderr
+
+
+@pytest.mark.skipif(any(Path("/dev").glob("nvidia[0-9]*")), reason="this machine has a GPU: the refusal applies only without one")
+def test_gpu_spec_without_gpu_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run([*LMS, "serve", str(REPO / "examples" / "minilm-gpu.yaml"), "--repository", str(tmp_path / "root")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "spec.serving.device: gpu needs an NVIDIA GPU" in done.stderr
+    assert not (tmp_path / "root").exists()

@@ -23,6 +23,11 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA device node is present (what Triton's KIND_GPU instances need)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def sample_inputs(version: Path, model: str) -> list[dict[str, Any]]:
     """A ready-to-send KServe v2 `inputs` list for the model (tokenised sample text, or a zero vector)."""
     from lms_operator.modelrepo.config import parse_config
@@ -86,6 +91,10 @@ def serve(spec: str, root: Path, http_port: int, grpc_port: int, metrics_port: i
     except SpecError as exc:
         for problem in exc.problems:
             print(f"lms serve: {spec}: {problem}", file=sys.stderr)
+        return 2
+    if lms.spec.serving.device == "gpu" and not has_nvidia_gpu():
+        print(f"lms serve: {spec}: spec.serving.device: gpu needs an NVIDIA GPU on this machine (none found); "
+              "use device: cpu to serve locally", file=sys.stderr)
         return 2
     args = server_args(root, http_port, grpc_port, metrics_port)
     try:
