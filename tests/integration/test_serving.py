@@ -243,3 +243,33 @@ def test_sigterm_stops_server_and_stubs(repository: Path, tmp_path: Path) -> Non
     assert _group_members(pgid) == []
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
+
+
+def test_instance_count_starts_one_session_per_instance(repository: Path, tmp_path: Path, tokenizer: Any, session: Any) -> None:
+    """instances: 2 in the spec -> two backend stubs, each answering with the same model."""
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.modelrepo.config import TensorSpec, build_model_config, render_config
+
+    lms = parse_spec({"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService", "metadata": {"name": MODEL},
+                      "spec": {"model": {"uri": "file:///minilm", "format": "huggingface", "task": "feature-extraction"},
+                               "serving": {"device": "cpu", "resources": {"cpu": "2"}, "instances": 2, "maxBatchSize": 8}}})
+    version = tmp_path / "two"
+    (version / MODEL / "1").mkdir(parents=True)
+    os.link(repository / MODEL / "1" / "model.onnx", version / MODEL / "1" / "model.onnx")
+    config = build_model_config(MODEL, [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])],
+                                [TensorSpec("embedding", "TYPE_FP32", [384])], lms.spec.serving)
+    assert config.parameters["intra_op_thread_count"].string_value == "1"
+    (version / MODEL / "config.pbtxt").write_text(render_config(config))
+    process = TritonProcess(server_args(version, free_port(), free_port(), free_port()), log_path=tmp_path / "t.log").start()
+    assert process.process is not None
+    try:
+        process.wait_ready(MODEL, timeout=180)
+        stubs = [pid for pid in _group_members(process.process.pid) if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(stubs) == 2
+        ids, mask = encode(tokenizer, TEXTS)
+        with Client("grpc", f"127.0.0.1:{process.grpc_port}") as client:
+            served = client.infer(MODEL, {"input_ids": ids, "attention_mask": mask})["embedding"]
+        expected = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        assert cosines(served, expected).min() >= 0.999
+    finally:
+        process.stop()
