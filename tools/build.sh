@@ -41,7 +41,7 @@ build() {
     mkdir -p "$partial"
     (cd "$here/$moddir" && go build -trimpath -p 2 -ldflags "$ldflags" -o "$partial/" "${pkgs[@]}")
     for spec in "$@"; do
-      mv -f "$partial/$(basename "${spec%%=*}")" "$dest/$(bin_name "$spec")"
+      mv -f "$partial/$(go_out_name "${spec%%=*}")" "$dest/$(bin_name "$spec")"
     done
     rmdir "$partial"
     log "built $component $version in $((SECONDS - start))s"
@@ -49,6 +49,14 @@ build() {
   for spec in "$@"; do
     ln -sfn "$dest/$(bin_name "$spec")" "$CURRENT/$(bin_name "$spec")"
   done
+}
+
+# The file name `go build` gives a main package: its last path element, skipping a
+# major-version suffix (go.etcd.io/etcd/server/v3 -> server).
+go_out_name() {
+  local base
+  base="$(basename "$1")"
+  if [[ $base =~ ^v[0-9]+$ ]]; then basename "$(dirname "$1")"; else echo "$base"; fi
 }
 
 bin_name() {
