@@ -43,7 +43,9 @@ def test_embedding_loss_zero_for_identical_and_grows_with_distance() -> None:
 
 
 def test_layer_choice_and_student_budget() -> None:
-    assert pick_layers(6, 3) == [0, 2, 4]
+    assert pick_layers(6, 3) == [0, 3, 5]
+    assert pick_layers(12, 4) == [0, 4, 7, 11]
+    assert pick_layers(6, 1) == [5]
     assert pick_layers(6, 6) == list(range(6))
     with pytest.raises(ValueError):
         pick_layers(6, 7)

@@ -50,6 +50,6 @@ def test_zero_heads_and_rows_are_the_ones_removed() -> None:
 def test_layer_dropped_student_keeps_teacher_layers() -> None:
     model = tiny_bert()
     student, kept = layer_dropped_student(model, 1)
-    assert kept == [0] and len(student.encoder.layer) == 1 and len(model.encoder.layer) == 2
-    assert torch.equal(student.encoder.layer[0].attention.self.query.weight, model.encoder.layer[0].attention.self.query.weight)
-    assert student.encoder.layer[0] is not model.encoder.layer[0]
+    assert kept == [1] and len(student.encoder.layer) == 1 and len(model.encoder.layer) == 2
+    assert torch.equal(student.encoder.layer[0].attention.self.query.weight, model.encoder.layer[1].attention.self.query.weight)
+    assert student.encoder.layer[0] is not model.encoder.layer[1]

@@ -45,10 +45,17 @@ def embedding_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, tempera
 
 
 def pick_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Evenly spaced teacher layers to initialise the student (6 -> 3 gives 0, 2, 4)."""
+    """Evenly spaced teacher layers from the first to the last (6 -> 3 gives 0, 3, 5).
+
+    Keeping the last layer matters: for MiniLM-L6 the untrained student's cosine to the teacher
+    is 0.66 with layers 0, 3, 5 but 0.39 with 0, 2, 4.
+    """
     if not 1 <= student_layers <= teacher_layers:
         raise ValueError(f"studentLayers must be between 1 and {teacher_layers}, got {student_layers}")
-    return [i * teacher_layers // student_layers for i in range(student_layers)]
+    if student_layers == 1:
+        return [teacher_layers - 1]
+    step = (teacher_layers - 1) / (student_layers - 1)
+    return [int(i * step + 0.5) for i in range(student_layers)]
 
 
 def layer_dropped_student(teacher: nn.Module, student_layers: int) -> tuple[nn.Module, list[int]]:
@@ -143,7 +150,7 @@ def _embed(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def train_embedding(student: nn.Module, teacher: nn.Module, tokenizer: Any, sentences: list[str], temperature: float,
                     alpha: float, epochs: int, seed: int, batch_size: int = 32, max_length: int = 64,
-                    lr: float = 1e-4) -> list[float]:
+                    lr: float = 3e-4) -> list[float]:
     """Distil a sentence-embedding encoder on `sentences`; returns the mean loss per epoch."""
     from tqdm import tqdm
 
@@ -172,7 +179,7 @@ def train_embedding(student: nn.Module, teacher: nn.Module, tokenizer: Any, sent
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss)
+                total += float(loss.detach())
                 bar.update(1)
             losses.append(total / len(batches))
     student.eval()

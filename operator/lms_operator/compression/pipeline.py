@@ -28,7 +28,7 @@ from lms_operator.compression.source import locate_model
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
 
 TIMING_BATCH = 32
-MAX_TRAIN_SENTENCES = 2048
+MAX_TRAIN_SENTENCES = 4096
 TEXT_METRICS = {"feature-extraction": ("cosine",), "text-classification": ("agreement", "accuracy")}
 CLASSIFIER_METRICS = ("accuracy", "agreement")
 
