@@ -1,18 +1,20 @@
 """Serving benchmark: Triton dynamic batching on vs off, and Triton vs in-process ONNX Runtime.
 
 MiniLM-L6 fp32 (exported by the compression package, pooled and normalised in the graph) is
-served by the local Triton with the onnxruntime shim twice: with dynamic batching and
-without. A closed-loop gRPC load generator sends single-item requests of 32 tokens at
-concurrency 1, 8 and 32. The same model runs in-process with the shim's session options at
-batch 1, 8, 32 and at the mean batch Triton formed, before and after the Triton runs (the
-machine is shared, so the two are averaged and both kept). Besides wall-clock throughput the
+served by one local Triton (the onnxruntime shim) as two models with the same ONNX file:
+`minilm_on` with dynamic batching, `minilm_off` without. A closed-loop gRPC load generator
+sends single-item requests of 32 tokens at concurrency 1, 8 and 32, in interleaved rounds
+(off/on, then on/off, ...) so that drifting load from other work on a shared machine hits
+both sides alike; rounds are pooled per model and level. The same ONNX file runs in-process
+with the shim's session options at batch 1, 8, 32 and at the mean batch Triton formed,
+before and after the Triton runs (averaged, both kept). Besides wall-clock throughput the
 run records CPU time per item (server process group, client, in-process session), which a
-busy shared machine distorts far less. Clients pad texts to the length
-buckets 16/32/64/128 tokens; every request here is exactly 32 tokens (bucket 32).
+busy shared machine distorts far less. Clients pad texts to the length buckets
+16/32/64/128 tokens; every request here is exactly 32 tokens (bucket 32).
 
 Writes bench/results/serving.json. Ratios compare numbers measured in this one run.
 
-    .venv/bin/python bench/serving.py [--requests 1500] [--duration 40] [--cpu 2]
+    .venv/bin/python bench/serving.py [--rounds 3] [--requests 400] [--duration 12] [--cpu 2]
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ MODEL = "minilm"
 SEQUENCE = 32
 CONCURRENCY = (1, 8, 32)
 MAX_BATCH = 32
+OFF, ON = "minilm_off", "minilm_on"
 
 
 def manifest(cpu: str, batching: bool) -> dict[str, Any]:
@@ -56,20 +59,19 @@ def export_minilm(out: Path) -> Path:
     return export_module(source.module, "feature-extraction", out, example)
 
 
-def write_version(root: Path, label: str, onnx_path: Path, cpu: str, batching: bool) -> tuple[Path, str]:
-    """A Triton repository folder for one configuration; returns it and its config text."""
+def write_model(repository: Path, name: str, onnx_path: Path, cpu: str, batching: bool) -> str:
+    """One model of the benchmark repository; returns its config text."""
     from lms_operator.api.spec import parse_spec
     from lms_operator.modelrepo.config import TensorSpec, build_model_config, render_config
 
     lms = parse_spec(manifest(cpu, batching))
-    version = root / label
-    (version / MODEL / "1").mkdir(parents=True)
-    os.link(onnx_path, version / MODEL / "1" / "model.onnx")
-    config = build_model_config(MODEL, [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])],
+    (repository / name / "1").mkdir(parents=True)
+    os.link(onnx_path, repository / name / "1" / "model.onnx")
+    config = build_model_config(name, [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])],
                                 [TensorSpec("embedding", "TYPE_FP32", [384])], lms.spec.serving)
     text = render_config(config)
-    (version / MODEL / "config.pbtxt").write_text(text)
-    return version, text
+    (repository / name / "config.pbtxt").write_text(text)
+    return text
 
 
 def shim_session(onnx_path: Path, config_text: str) -> Any:
@@ -114,18 +116,28 @@ def ort_series(session: Any, batches: list[int]) -> dict[str, dict[str, float]]:
     return {str(b): ort_throughput(session, b) for b in batches}
 
 
-def serve_and_load(version: Path, requests: int, duration: float, log: Path) -> list[dict[str, Any]]:
-    from lms_operator.serving.loadgen import as_dicts, sweep
+def serve_and_load(repository: Path, rounds: int, requests: int, duration: float, log: Path) -> dict[str, list[dict[str, Any]]]:
+    """Interleaved rounds against both models of one server; pooled results per model and level."""
+    from lms_operator.serving.loadgen import LevelResult, as_dicts, merge, sweep
     from lms_operator.serving.triton import TritonProcess, free_port, server_args
 
-    server = TritonProcess(server_args(version, free_port(), free_port(), free_port()), log_path=log).start()
+    server = TritonProcess(server_args(repository, free_port(), free_port(), free_port()), log_path=log).start()
+    runs: dict[str, dict[int, list[LevelResult]]] = {m: {c: [] for c in CONCURRENCY} for m in (OFF, ON)}
     try:
-        server.wait_ready(MODEL, timeout=300)
-        results = sweep(f"127.0.0.1:{server.grpc_port}", MODEL, CONCURRENCY, requests, duration, SEQUENCE, 1, warmup=50,
-                        server_cpu=server.cpu_seconds)
+        server.wait_ready(None, timeout=300)
+        url = f"127.0.0.1:{server.grpc_port}"
+        for model in (OFF, ON):
+            sweep(url, model, [1], 50, 30.0, SEQUENCE, 1, warmup=20, show_progress=False)
+        for round_ in range(rounds):
+            for concurrency in CONCURRENCY:
+                for model in ((OFF, ON) if (round_ + concurrency) % 2 == 0 else (ON, OFF)):
+                    print(f"round {round_ + 1}/{rounds}: {model} at concurrency {concurrency}", file=sys.stderr)
+                    result = sweep(url, model, [concurrency], requests, duration, SEQUENCE, 1, warmup=0,
+                                   show_progress=False, server_cpu=server.cpu_seconds)[0]
+                    runs[model][concurrency].append(result)
     finally:
         server.stop()
-    return as_dicts(results)
+    return {model: as_dicts([merge(runs[model][c]) for c in CONCURRENCY]) for model in (OFF, ON)}
 
 
 def level(results: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
@@ -175,8 +187,9 @@ def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_before: d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1500, help="request budget per concurrency level")
-    parser.add_argument("--duration", type=float, default=40.0, help="time budget per concurrency level (s)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model and level")
+    parser.add_argument("--requests", type=int, default=400, help="request budget per level and round")
+    parser.add_argument("--duration", type=float, default=12.0, help="time budget per level and round (s)")
     parser.add_argument("--cpu", default="2", help="CPU request of the spec: intra-op threads of the instance")
     parser.add_argument("--onnx", type=Path, default=None, help="use this MiniLM export instead of exporting")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
@@ -190,16 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("exporting MiniLM-L6 fp32 ...", file=sys.stderr)
             export_minilm(onnx_path)
-        off_dir, off_config = write_version(work / "repo", "batching-off", onnx_path, args.cpu, batching=False)
-        on_dir, on_config = write_version(work / "repo", "batching-on", onnx_path, args.cpu, batching=True)
+        repository = work / "repo"
+        off_config = write_model(repository, OFF, onnx_path, args.cpu, batching=False)
+        on_config = write_model(repository, ON, onnx_path, args.cpu, batching=True)
         session = shim_session(onnx_path, on_config)
         load_before = os.getloadavg()
         print("in-process ORT (before) ...", file=sys.stderr)
         ort_before = ort_series(session, [1, 8, 32])
-        print("Triton, dynamic batching off ...", file=sys.stderr)
-        off = serve_and_load(off_dir, args.requests, args.duration, work / "off.log")
-        print("Triton, dynamic batching on ...", file=sys.stderr)
-        on = serve_and_load(on_dir, args.requests, args.duration, work / "on.log")
+        print("Triton, batching off and on in interleaved rounds ...", file=sys.stderr)
+        pooled = serve_and_load(repository, args.rounds, args.requests, args.duration, work / "triton.log")
+        off, on = pooled[OFF], pooled[ON]
         mean_batch = max(1, min(MAX_BATCH, int(round(level(on, 32)["server"]["mean_batch"]))))
         batches = sorted({1, 8, 32, mean_batch})
         print("in-process ORT (after) ...", file=sys.stderr)
@@ -215,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             "model": "all-MiniLM-L6-v2 fp32 (mean-pooled, normalised in the graph)",
             "request": {"items": 1, "tokens": SEQUENCE, "client_length_buckets": [16, 32, 64, 128]},
             "concurrency": list(CONCURRENCY),
-            "requests_per_level": args.requests,
-            "duration_per_level_s": args.duration,
+            "rounds": args.rounds,
+            "requests_per_level_and_round": args.requests,
+            "duration_per_level_and_round_s": args.duration,
             "intra_op_threads": int(args.cpu),
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                         "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in load_after]},

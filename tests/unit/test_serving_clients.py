@@ -89,3 +89,20 @@ def test_parse_vector() -> None:
     assert parse_vector("1, 2.5,-3").tolist() == [[1.0, 2.5, -3.0]]
     with pytest.raises(ValueError, match="--vector"):
         parse_vector("1,x")
+
+
+def test_merge_pools_rounds_of_one_level() -> None:
+    from lms_operator.serving.loadgen import merge
+
+    first = summarize(32, [0.010] * 90 + [0.100] * 10, errors=0, wall_s=1.0, items_per_request=1)
+    first.server = {"inferences": 100, "executions": 10, "cpu_s": 2.0}
+    second = summarize(32, [0.020] * 100, errors=2, wall_s=3.0, items_per_request=1, first_error="late")
+    second.server = {"inferences": 100, "executions": 5, "cpu_s": 1.0}
+    merged = merge([first, second])
+    assert merged.requests == 202 and merged.errors == 2 and merged.first_error == "late"
+    assert merged.throughput_rps == pytest.approx(200 / 4.0)
+    assert merged.p50_ms == pytest.approx(20.0)
+    assert merged.p99_ms == pytest.approx(100.0)
+    assert merged.server == {"inferences": 200, "executions": 15, "cpu_s": 3.0, "mean_batch": pytest.approx(13.333, abs=1e-3)}
+    with pytest.raises(ValueError):
+        merge([])

@@ -37,6 +37,7 @@ class LevelResult:
     first_error: str | None = None
     client_cpu_s: float = 0.0
     server: dict[str, Any] = field(default_factory=dict)
+    latencies_s: list[float] = field(default_factory=list, repr=False)
 
 
 def percentile_ms(latencies_s: Sequence[float], q: float) -> float:
@@ -50,6 +51,7 @@ def summarize(concurrency: int, latencies_s: Sequence[float], errors: int, wall_
     ok = len(latencies_s)
     rps = ok / wall_s if wall_s > 0 else 0.0
     return LevelResult(
+        latencies_s=list(latencies_s),
         concurrency=concurrency,
         requests=ok + errors,
         errors=errors,
@@ -186,4 +188,31 @@ def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int,
 
 
 def as_dicts(results: Sequence[LevelResult]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in results]
+    """JSON-ready results, without the raw latencies."""
+    out = []
+    for r in results:
+        d = asdict(r)
+        d.pop("latencies_s")
+        out.append(d)
+    return out
+
+
+def merge(results: Sequence[LevelResult]) -> LevelResult:
+    """One level from several runs of it (interleaved rounds): pooled latencies, summed counts and time."""
+    if not results:
+        raise ValueError("nothing to merge")
+    latencies = [x for r in results for x in r.latencies_s]
+    errors = sum(r.errors for r in results)
+    wall = sum(r.wall_s for r in results)
+    items = round(results[0].items_per_s / results[0].throughput_rps) if results[0].throughput_rps else 1
+    first = next((r.first_error for r in results if r.first_error), None)
+    merged = summarize(results[0].concurrency, latencies, errors, wall, items, first)
+    merged.client_cpu_s = round(sum(r.client_cpu_s for r in results), 3)
+    server: dict[str, Any] = {}
+    for key in ("inferences", "executions", "cpu_s"):
+        if all(key in r.server for r in results):
+            server[key] = round(sum(r.server[key] for r in results), 3)
+    if server.get("executions"):
+        server["mean_batch"] = round(server["inferences"] / server["executions"], 3)
+    merged.server = server
+    return merged

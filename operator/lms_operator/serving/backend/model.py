@@ -242,7 +242,8 @@ class TritonPythonModel:
             except (RequestError, pb_utils.TritonModelException) as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {exc}"))
                 continue
-            groups.setdefault(self._group_key(parsed[index]), []).append(index)
+            key = self._group_key(parsed[index]) if self.batched else (index,)  # no batch axis: one run each
+            groups.setdefault(key, []).append(index)
         for indices in groups.values():
             try:
                 outputs = self._run([parsed[i] for i in indices])
