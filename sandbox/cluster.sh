@@ -27,12 +27,42 @@ export PATH="$bin:$PATH"
 export KWOK_WORKDIR="${KWOK_WORKDIR:-$HOME/.cache/lms/kwok}"
 export KWOK_KUBECTL_BINARY="$bin/kubectl"
 
+# exists NAME (the list is read whole first: `grep -q` closing the pipe early would fail it)
+exists() {
+  local clusters
+  clusters="$(kwokctl get clusters 2>/dev/null || true)"
+  grep -qx "$1" <<<"$clusters"
+}
+
+# create NAME: one kwokctl create with every binary given by path.
+create() {
+  kwokctl create cluster --name "$1" \
+    --config "$here/kwok.yaml" \
+    --runtime binary \
+    --kube-apiserver-binary "$bin/kube-apiserver" \
+    --kube-controller-manager-binary "$bin/kube-controller-manager" \
+    --kube-scheduler-binary "$bin/kube-scheduler" \
+    --kwok-controller-binary "$bin/kwok" \
+    --etcd-binary "$bin/etcd" \
+    --kube-authorization=true \
+    --kube-admission=true \
+    --kubeconfig "" \
+    --wait 120s >&2
+}
+
+# nodes_up NAME KUBECONFIG TIMEOUT: kubeconfig written, fake nodes applied and Ready.
+nodes_up() {
+  kwokctl get kubeconfig --name "$1" > "$2.tmp" && mv "$2.tmp" "$2" &&
+    kubectl --kubeconfig "$2" apply -f "$here/nodes.yaml" -f "$here/storageclass.yaml" >&2 &&
+    kubectl --kubeconfig "$2" wait --for=condition=Ready node --all --timeout="$3" >&2
+}
+
 case "$action" in
   up)
     [[ $# -eq 3 ]] || usage
     out=$3
     mkdir -p "$(dirname "$out")"
-    if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
+    if exists "$name"; then
       kwokctl get kubeconfig --name "$name" > "$out.tmp"
       if kubectl --kubeconfig "$out.tmp" get --raw /readyz >/dev/null 2>&1; then
         echo "cluster: $name already running" >&2
@@ -40,29 +70,28 @@ case "$action" in
         echo "cluster: $name exists but is stopped, starting it" >&2
         kwokctl start cluster --name "$name" >&2
       fi
+      nodes_up "$name" "$out" 90s
     else
-      echo "cluster: creating $name" >&2
-      kwokctl create cluster --name "$name" \
-        --config "$here/kwok.yaml" \
-        --runtime binary \
-        --kube-apiserver-binary "$bin/kube-apiserver" \
-        --kube-controller-manager-binary "$bin/kube-controller-manager" \
-        --kube-scheduler-binary "$bin/kube-scheduler" \
-        --kwok-controller-binary "$bin/kwok" \
-        --etcd-binary "$bin/etcd" \
-        --kube-authorization=true \
-        --kube-admission=true \
-        --kubeconfig "" \
-        --wait 120s >&2
+      # kwokctl picks free ports when it creates a cluster; another cluster starting at the
+      # same moment can take one first (the component then fails to bind). Start afresh then.
+      for attempt in 1 2 3; do
+        echo "cluster: creating $name (attempt $attempt)" >&2
+        if create "$name" && nodes_up "$name" "$out" 45s; then
+          break
+        fi
+        echo "cluster: $name did not come up; kwok controller log:" >&2
+        tail -n 5 "$KWOK_WORKDIR/clusters/$name/logs/kwok-controller.log" >&2 || true
+        kwokctl delete cluster --name "$name" >&2 || true
+        if (( attempt == 3 )); then
+          echo "cluster: giving up on $name" >&2
+          exit 1
+        fi
+      done
     fi
-    kwokctl get kubeconfig --name "$name" > "$out.tmp"
-    mv "$out.tmp" "$out"
-    kubectl --kubeconfig "$out" apply -f "$here/nodes.yaml" -f "$here/storageclass.yaml" >&2
-    kubectl --kubeconfig "$out" wait --for=condition=Ready node --all --timeout=60s >&2
     echo "cluster: $name ready, kubeconfig $out" >&2
     ;;
   down)
-    if kwokctl get clusters 2>/dev/null | grep -qx "$name"; then
+    if exists "$name"; then
       kwokctl delete cluster --name "$name" >&2
     else
       echo "cluster: $name not found, nothing to delete" >&2

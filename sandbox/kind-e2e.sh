@@ -19,7 +19,7 @@ fi
 
 mkdir -p .sandbox
 kubeconfig="$root/.sandbox/kind-$cluster.kubeconfig"
-if ! "$kind" get clusters | grep -qx "$cluster"; then
+if ! grep -qx "$cluster" <<<"$("$kind" get clusters 2>/dev/null)"; then
   "$kind" create cluster --name "$cluster" --config "$here/kind-config.yaml" --kubeconfig "$kubeconfig" --wait 180s
 else
   "$kind" get kubeconfig --name "$cluster" > "$kubeconfig"
