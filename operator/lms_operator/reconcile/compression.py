@@ -7,6 +7,7 @@ from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
+from lms_operator.reconcile.faults import fault_point
 from lms_operator.reconcile.repository import published_version, read_report
 from lms_operator.resources import meta
 from lms_operator.resources.job import build_compression_job
@@ -23,20 +24,23 @@ async def ensure_compression(ctx: Context, lms: LargeModelService, key: str, own
     """(outcome, event notes). Creates the Job only when nothing says the version already exists."""
     if recorded_as_published(previous_status, key):
         return st.CompressionOutcome("published", st.PUBLISHED, f"version {key} published"), []
+    name = meta.job_name(lms, key)
+    job = await ctx.kube.get("batch/v1", "Job", lms.namespace, name)
+    if job is not None:  # the Job's own result carries the summary (and a gate failure's numbers)
+        pods = await ctx.kube.list("v1", "Pod", lms.namespace, f"job-name={name}")
+        outcome = st.job_outcome(job, pods)
+        if outcome.state != "running":
+            fault_point("after_job_finished")
+        return outcome, []
     claim = lms.spec.repository.pvc or ""
     folder = published_version(ctx.repository_root, lms.namespace, claim, lms.name, key)
     if folder is not None:
         report = read_report(folder)
         return (st.CompressionOutcome("published", st.CACHE_HIT, f"version {key} already in the repository", report),
                 [f"CacheHit: version {key} found complete in claim {claim}"])
-    name = meta.job_name(lms, key)
-    job = await ctx.kube.get("batch/v1", "Job", lms.namespace, name)
-    notes: list[str] = []
-    if job is None:
-        fault_point("before_job_create")
-        job, created = await ctx.kube.create(build_compression_job(lms, key, ctx.settings, owner))
-        fault_point("after_job_create")
-        if created:
-            notes.append(f"JobCreated: compression Job {name} for version {key}")
+    fault_point("before_job_create")
+    job, created = await ctx.kube.create(build_compression_job(lms, key, ctx.settings, owner))
+    fault_point("after_job_create")
+    notes = [f"JobCreated: compression Job {name} for version {key}"] if created else []
     pods = await ctx.kube.list("v1", "Pod", lms.namespace, f"job-name={name}")
     return st.job_outcome(job, pods), notes
