@@ -138,6 +138,9 @@ class PodWorker(threading.Thread):
         except UnsupportedPod as exc:
             self._fail_unsupported(str(exc))
             return
+        except Exception as exc:  # noqa: BLE001 - e.g. no local Triton: the pod fails, visibly
+            self._fail_unsupported(f"{type(exc).__name__}: {exc}")
+            return
         if not self._run_init_containers():
             return
         for c in self.containers:

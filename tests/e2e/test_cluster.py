@@ -286,3 +286,76 @@ def test_restricted_namespace_rejects_privileged_pod(kubectl: Kubectl, namespace
                        container={"securityContext": {"allowPrivilegeEscalation": False,
                                                       "capabilities": {"drop": ["ALL"]}}})
     kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=to_json(good))
+
+
+# -- Triton run by the pod runner ---------------------------------------------------------------
+
+IDENTITY_CONFIG = """name: "identity"
+platform: "onnxruntime_onnx"
+backend: "onnxruntime"
+max_batch_size: 8
+input [{ name: "input" data_type: TYPE_FP32 dims: [4] }]
+output [{ name: "output" data_type: TYPE_FP32 dims: [4] }]
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+
+
+def write_identity_repository(repo: Path) -> None:
+    """A one-model Triton repository (ONNX Identity) as the compression Job would publish it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])], "identity",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (repo / "identity" / "1").mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(repo / "identity" / "1" / "model.onnx"))
+    (repo / "identity" / "config.pbtxt").write_text(IDENTITY_CONFIG)
+
+
+def test_triton_pod_runs_locally_with_its_ports_annotated(kubectl: Kubectl, k8s: K8s, namespace: str,
+                                                          cluster: Cluster) -> None:
+    if not cluster.local:
+        pytest.skip("needs the pod runner's local PVC folders (local cluster only)")
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_json({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lms-models"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    write_identity_repository(cluster.pvc_dir(namespace, "lms-models") / namespace / "identity" / "k1")
+    pod = project_pod("triton", [
+        "tritonserver", f"--model-repository=/models/{namespace}/identity/k1", "--http-port=8000",
+        "--grpc-port=8001", "--metrics-port=8002", "--strict-readiness=true", "--exit-timeout-secs=10"],
+        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "lms-models", "readOnly": True}}],
+        container={"volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+                   "ports": [{"name": "http", "containerPort": 8000}],
+                   "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}}})
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_json(pod))
+
+    def ready() -> Any:
+        obj = k8s.core.read_namespaced_pod("triton", namespace)
+        cond = condition(obj, "Ready")
+        return obj if cond is not None and cond.status == "True" else None
+
+    obj = wait_for(ready, 180, "the local Triton pod to become Ready")
+    annotations = obj.metadata.annotations or {}
+    http = annotations["sandbox.lms.dev/http"]
+    assert {"sandbox.lms.dev/grpc", "sandbox.lms.dev/metrics"} <= set(annotations)
+    assert not http.endswith(":8000")
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                                   "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
+    req = urllib.request.Request(f"http://{http}/v2/models/identity/infer", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        out = json.loads(resp.read())
+    assert out["outputs"][0]["data"] == [1.0, 2.0, 3.0, 4.0]
+
+    k8s.core.delete_namespaced_pod("triton", namespace)
+    host, port = http.split(":")
+
+    def closed() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex((host, int(port))) != 0
+
+    wait_for(closed, 60, "the local Triton to stop after the pod was deleted")
