@@ -22,7 +22,7 @@ sandbox-down:
 	@sandbox/down.sh
 
 test-e2e: venv tools
-	$(PY) -m pytest tests/e2e -m e2e -q
+	$(PYTEST) tests/e2e -m e2e
 
 test-e2e-kind: venv
 	@sandbox/kind-e2e.sh "$(KIND)" "$(KIND_CLUSTER)" "$(LMS_IMAGE)"

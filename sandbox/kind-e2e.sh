@@ -33,7 +33,8 @@ docker build -t "$image" "$root"
 
 for node in $(kubectl --kubeconfig "$kubeconfig" get nodes -l lms.dev/pool=gpu -o name); do
   kubectl --kubeconfig "$kubeconfig" patch "$node" --subresource=status --type=json \
-    -p '[{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"}]'
+    -p '[{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"},
+         {"op": "add", "path": "/status/allocatable/nvidia.com~1gpu", "value": "4"}]'
 done
 
 KUBECONFIG="$kubeconfig" LMS_IMAGE="$image" "$root/.venv/bin/python" -m pytest -p no:cacheprovider \

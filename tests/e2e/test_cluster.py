@@ -211,7 +211,8 @@ def free_port() -> int:
 def test_server_pod_becomes_ready_and_is_killed_on_delete(kubectl: Kubectl, k8s: K8s, namespace: str,
                                                           cluster: Cluster) -> None:
     port = free_port()
-    pod = project_pod("server", ["python", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+    bind = "127.0.0.1" if cluster.local else "0.0.0.0"  # a kubelet probes the pod IP
+    pod = project_pod("server", ["python", "-m", "http.server", str(port), "--bind", bind],
                       container={"ports": [{"name": "http", "containerPort": port}],
                                  "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}})
     kubectl("apply", "-n", namespace, "-f", "-", input=to_json(pod))
