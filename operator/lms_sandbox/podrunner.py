@@ -455,8 +455,13 @@ class PodRunner:
             try:
                 listed = self.core.list_pod_for_all_namespaces(label_selector=PROJECT_SELECTOR)
                 rv = listed.metadata.resource_version
+                seen: set[str] = set()
                 for item in listed.items:
-                    self.handle("ADDED", self.api_client.sanitize_for_serialization(item))
+                    pod = self.api_client.sanitize_for_serialization(item)
+                    seen.add(pod_key(pod))
+                    self.handle("ADDED", pod)
+                for key in set(self.workers) - seen:  # deleted while no watch was open
+                    self.workers.pop(key).stop(delete=False)
                 w = watch.Watch()
                 for event in w.stream(self.core.list_pod_for_all_namespaces, label_selector=PROJECT_SELECTOR,
                                       resource_version=rv, timeout_seconds=30, _request_timeout=60):
