@@ -194,3 +194,38 @@ def test_endpoint_annotations() -> None:
     assert endpoint_annotations(PORTS) == {"sandbox.lms.dev/grpc": "127.0.0.1:41001",
                                            "sandbox.lms.dev/http": "127.0.0.1:41000",
                                            "sandbox.lms.dev/metrics": "127.0.0.1:41002"}
+
+
+# -- the kwok configuration that leaves the runner's pods alone ---------------------------------
+
+SANDBOX = Path(__file__).resolve().parents[2] / "sandbox"
+
+
+def _docs(name: str) -> list[dict[str, Any]]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all((SANDBOX / name).read_text()) if d]
+
+
+def test_kwok_pod_stages_skip_project_pods_except_on_gpu_nodes() -> None:
+    nodes = {n["metadata"]["name"]: n["metadata"]["labels"]["lms.dev/pool"] for n in _docs("nodes.yaml")}
+    assert sorted(nodes.values()) == ["cpu", "cpu", "gpu", "gpu"]
+    gpu_nodes = sorted(name for name, pool in nodes.items() if pool == "gpu")
+    stages = [d for d in _docs("kwok.yaml") if d["kind"] == "Stage"]
+    pod_stages = [s for s in stages if s["spec"]["resourceRef"]["kind"] == "Pod"]
+    assert {s["metadata"]["name"] for s in pod_stages} >= {"pod-ready", "pod-complete", "pod-delete"}
+    for stage in pod_stages:
+        exprs = {e["key"]: e for e in stage["spec"]["selector"]["matchExpressions"]}
+        if stage["spec"].get("next", {}).get("delete"):
+            assert set(exprs) == {".metadata.deletionTimestamp"}  # every pod being deleted goes
+            continue
+        part_of = exprs['.metadata.labels["app.kubernetes.io/part-of"]']
+        if part_of["operator"] == "NotIn":
+            assert part_of["values"] == ["lms"]
+        else:
+            assert part_of == {"key": part_of["key"], "operator": "In", "values": ["lms"]}
+            assert sorted(exprs[".spec.nodeName"]["values"]) == gpu_nodes
+    gpu = [n for n in _docs("nodes.yaml") if n["metadata"]["labels"]["lms.dev/pool"] == "gpu"]
+    for node in gpu:
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
