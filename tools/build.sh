@@ -20,6 +20,11 @@ BUILD_DATE=2026-01-01T00:00:00Z
 TOOLS_DIR="${LMS_TOOLS_DIR:-$HOME/.cache/lms/bin}"
 CURRENT="$TOOLS_DIR/current"
 mkdir -p "$TOOLS_DIR" "$CURRENT" "$GOMODCACHE" "$GOCACHE"
+# One build at a time per tools folder (concurrent `make tools` wait instead of racing).
+if command -v flock >/dev/null; then
+  exec 9>"$TOOLS_DIR/.lock"
+  flock 9
+fi
 
 log() { echo "tools: $*" >&2; }
 
