@@ -2,6 +2,9 @@
 
 Padding every request to one of a few lengths (16, 32, 64, 128 tokens) lets the server
 batch requests of similar length together without padding short texts to the maximum.
+fp32 and fp16 models give the same embedding at any padding (the mask excludes pad tokens);
+dynamically quantized int8 models pick activation scales over the whole batch tensor, so pad
+tokens and batch neighbours move their output slightly (cosine about 0.99 for MiniLM).
 """
 from __future__ import annotations
 
