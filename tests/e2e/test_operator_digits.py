@@ -28,16 +28,24 @@ MANAGED = "app.kubernetes.io/managed-by=lms-operator"
 COMPRESS_TIMEOUT = 300
 
 
+TEACHER_CACHE = Path.home() / ".cache" / "lms" / "e2e" / "digits-teacher"
+
+
 @pytest.fixture(scope="session")
-def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The digits teacher (TorchScript): the committed one, else trained once for the session."""
+def digits_teacher() -> Path:
+    """The digits teacher (TorchScript): the committed one, else trained once into a cache.
+
+    The cache lives outside /tmp: the compression Job mounts an emptyDir at /tmp, so the pod
+    runner maps /tmp paths into the pod's own scratch folder.
+    """
     if COMMITTED_TEACHER.is_file():
         return COMMITTED_TEACHER
-    out = tmp_path_factory.mktemp("digits-teacher")
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_digits_teacher.py"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out / "model.pt"
+    model = TEACHER_CACHE / "model.pt"
+    if not model.is_file():
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_digits_teacher.py"), "--out",
+                               str(TEACHER_CACHE)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return model
 
 
 def digits(name: str, teacher: Path, *, min_accuracy: float = 0.9, gpu: bool = False) -> dict[str, Any]:
