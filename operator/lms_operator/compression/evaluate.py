@@ -79,15 +79,25 @@ def score(metric: str, out: np.ndarray, ref: np.ndarray, labels: np.ndarray | No
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def time_sessions(sessions: Sequence, feed: Feed, warmup: int = 2, rounds: int = 5) -> list[float]:  # type: ignore[type-arg]
-    """Best-of-`rounds` latency in ms per session, interleaved so shared-CPU noise hits all alike."""
+def time_sessions(sessions: Sequence, feed: Feed, warmup: int = 2, rounds: int = 5,  # type: ignore[type-arg]
+                  budget_s: float = 1.0, max_rounds: int = 200) -> tuple[list[float], int]:
+    """Best-of-N latency in ms per session, interleaved so shared-CPU noise hits all alike.
+
+    N is at least `rounds`, more for fast models (up to `max_rounds` within about `budget_s`),
+    since a best-of-5 of a 50 us model is mostly timer noise. Returns (latencies, N).
+    """
+    per_round = 0.0
     for s in sessions:
-        for _ in range(warmup):
+        for i in range(warmup):
+            t0 = time.perf_counter()
             s.run(None, feed)
+            if i == warmup - 1:
+                per_round += time.perf_counter() - t0
+    n = max(rounds, min(max_rounds, int(budget_s / max(per_round, 1e-9))))
     best = [float("inf")] * len(sessions)
-    for _ in range(rounds):
+    for _ in range(n):
         for i, s in enumerate(sessions):
             t0 = time.perf_counter()
             s.run(None, feed)
             best[i] = min(best[i], (time.perf_counter() - t0) * 1000.0)
-    return best
+    return best, n

@@ -314,7 +314,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             except Exception as exc:
                 cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
     with sw.stage("benchmark"):
-        lat = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
+        lat, timing_rounds = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
         baseline_ms = lat[0]
         for (cand, _), ms in zip(sessions, lat[1:]):
             cand.latency_ms = ms
@@ -349,7 +349,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             "candidates": rows, "timings": sw.timings, "sha256": digest,
             "benchmark": {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
                           "providers": providers, "device_class": lms.spec.serving.device,
-                          "statistic": "best of 5 interleaved runs after 2 warm-ups"},
+                          "statistic": f"best of {timing_rounds} interleaved runs after 2 warm-ups"},
             "data": work.source, **details,
         }
         if device == "gpu" and "CUDAExecutionProvider" not in providers:
