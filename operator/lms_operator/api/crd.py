@@ -47,6 +47,13 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes repeated values out in full: anchors would make the CRD hard to read and diff."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render_crd() -> str:
     header = "# Generated from operator/lms_operator/api/schema.py by `lms crd`; do not edit by hand.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    return header + yaml.dump(build_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)

@@ -6,6 +6,7 @@ API server and `lms render` cannot disagree about what a valid resource is.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 Schema = dict[str, Any]
@@ -88,7 +89,20 @@ def obj(properties: dict[str, Schema], description: str | None = None, *, requir
         schema["required"] = required
     if rules:
         schema["x-kubernetes-validations"] = rules
-    return _with(schema, description, default)
+    return _with(schema, description, None if default is None else _completed(properties, default))
+
+
+def _completed(properties: dict[str, Schema], default: dict[str, Any]) -> dict[str, Any]:
+    """An object default with its fields' defaults filled in.
+
+    The API server checks a default against the object's CEL rules as written,
+    so `default: {}` would fail rules that read defaulted fields.
+    """
+    filled = dict(default)
+    for key, sub in properties.items():
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+    return filled
 
 
 def rule(expression: str, message: str, field_path: str | None = None) -> dict[str, str]:
