@@ -194,6 +194,13 @@ def test_lms_infer_over_http_and_grpc(server: TritonProcess, repository: Path) -
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "384 dims, norm 1.0000" in done.stdout
+    cache = repository.parents[3] / "lms-cache"
+    cache.mkdir(exist_ok=True)
+    if not (cache / "repository").exists():
+        (cache / "repository").symlink_to(repository.parents[2])  # ROOT/<namespace>/<name>/<key>
+    default = subprocess.run([*LMS, "infer", f"127.0.0.1:{server.http_port}", "--model", MODEL, "--text", "hello world"],
+                             capture_output=True, text=True, env={**env, "LMS_CACHE": str(cache)}, timeout=120)
+    assert default.returncode == 0 and "384 dims" in default.stdout, default.stderr
     empty = subprocess.run([*LMS, "infer", f"127.0.0.1:{server.http_port}", "--model", MODEL, "--text", " ", "--repository", str(repository)],
                            capture_output=True, text=True, env=env, timeout=120)
     assert empty.returncode == 2 and "--text #1 is empty" in empty.stderr

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     infer.add_argument("--text", action="append", default=[], help="text to embed (repeatable: one batch)")
     infer.add_argument("--vector", default=None, help="comma-separated features for a classifier")
     infer.add_argument("--tokenizer", type=Path, default=None, help="folder holding tokenizer.json")
-    infer.add_argument("--repository", type=Path, default=None, help="version folder (or root) to find <model>/1/tokenizer in")
+    infer.add_argument("--repository", type=Path, default=None, help="version folder (or root) to find <model>/1/tokenizer in (default: $HOME/.cache/lms/repository)")
     infer.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens")
     infer.add_argument("--pad-to", type=int, default=None, help="pad to exactly this many tokens (default: length bucket)")
     infer.add_argument("--json", action="store_true", help="print the full output as JSON")

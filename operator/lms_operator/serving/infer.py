@@ -55,6 +55,7 @@ def describe_logits(logits: np.ndarray) -> str:
 
 def infer_command(args: argparse.Namespace) -> int:
     from lms_operator.serving.client import Client, split_endpoint
+    from lms_operator.serving.command import default_repository
     from lms_operator.serving.tokenize import encode, load_tokenizer
 
     if bool(args.text) == bool(args.vector):
@@ -63,7 +64,10 @@ def infer_command(args: argparse.Namespace) -> int:
     try:
         protocol, url = split_endpoint(args.endpoint, args.protocol)
         if args.text:
-            tokenizer = load_tokenizer(find_tokenizer(args.model, args.tokenizer, args.repository), args.max_length)
+            repository = args.repository
+            if repository is None and args.tokenizer is None and default_repository().is_dir():
+                repository = default_repository()  # where `lms serve` publishes by default
+            tokenizer = load_tokenizer(find_tokenizer(args.model, args.tokenizer, repository), args.max_length)
             ids, mask = encode(tokenizer, args.text, pad_to=args.pad_to)
             inputs: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
         else:

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 BACKEND_SOURCE = Path(__file__).with_name("backend") / "model.py"
 PORT_FLAGS = ("--http-port", "--grpc-port", "--metrics-port")
@@ -182,7 +183,7 @@ class TritonProcess:
     triton_args: list[str]
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    _log_file: object = field(default=None, init=False, repr=False)
+    _log_file: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def http_port(self) -> int:
@@ -251,7 +252,7 @@ class TritonProcess:
             if _group_alive(pgid):
                 _signal_group(pgid, signal.SIGKILL)
         if self._log_file is not None:
-            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file.close()
             self._log_file = None
         return code
 
