@@ -220,6 +220,23 @@ def json_response(status: int, doc: Any) -> bytes:
             f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n").encode() + data
 
 
+def resource_of(method: str, target: str) -> str:
+    """`PATCH deployments/status`-style key of a request (kind of object and subresource, no names)."""
+    parts = [p for p in target.split("?", 1)[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        parts = parts[2:]
+    elif parts[:1] == ["apis"]:
+        parts = parts[3:]
+    else:
+        return f"{method} /{parts[0] if parts else ''}"
+    if parts[:1] == ["namespaces"] and len(parts) >= 3:
+        parts = parts[2:]
+    if not parts:
+        return f"{method} -"
+    key = parts[0] + (f"/{parts[2]}" if len(parts) > 2 else "")
+    return f"{method} {key}{'?watch' if 'watch=' in target else ''}"
+
+
 def agent_family(user_agent: str | None) -> str:
     """`kopf/1.37 (...)` -> `kopf`; the product token counts requests per client kind."""
     if not user_agent:
@@ -236,14 +253,17 @@ class Stats:
     by_method: Counter[str] = field(default_factory=Counter)
     by_agent: Counter[str] = field(default_factory=Counter)
     by_agent_status: Counter[str] = field(default_factory=Counter)
+    by_resource: Counter[str] = field(default_factory=Counter)
     injected: Counter[int] = field(default_factory=Counter)
     upstream_failures: int = 0
     connections: int = 0
     started: float = field(default_factory=time.time)
 
-    def record(self, method: str, agent: str, status: int) -> None:
+    def record(self, method: str, agent: str, status: int, target: str = "") -> None:
         """Count one answered request."""
         self.requests += 1
+        if target:
+            self.by_resource[resource_of(method, target)] += 1
         self.by_status[status] += 1
         self.by_method[method] += 1
         self.by_agent[agent] += 1
@@ -256,6 +276,7 @@ class Stats:
                 "by_method": dict(sorted(self.by_method.items())),
                 "by_agent": dict(sorted(self.by_agent.items())),
                 "by_agent_status": dict(sorted(self.by_agent_status.items())),
+                "by_resource": dict(self.by_resource.most_common()),
                 "injected": {str(k): v for k, v in sorted(self.injected.items())},
                 "upstream_failures": self.upstream_failures, "connections": self.connections,
                 "uptime_s": round(time.time() - self.started, 3)}
@@ -409,7 +430,7 @@ class FaultProxy:
 
     def _record(self, method: str, agent: str, status: int, target: str = "", injected: bool = False) -> None:
         with self._lock:
-            self.stats.record(method, agent, status)
+            self.stats.record(method, agent, status, target)
             self.history.append((time.monotonic(), method, target, status, injected))
 
     def requests_since(self, since: float) -> list[tuple[float, str, str, int, bool]]:

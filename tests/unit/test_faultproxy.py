@@ -66,6 +66,18 @@ def test_rule_matching_counts_down() -> None:
     assert not r.matches("GET", "/api/v1/pods")
 
 
+@pytest.mark.parametrize(("method", "target", "key"), [
+    ("PATCH", "/apis/apps/v1/namespaces/n/deployments/d?fieldManager=x", "PATCH deployments"),
+    ("PATCH", "/apis/serving.lms.dev/v1alpha1/namespaces/n/largemodelservices/m/status", "PATCH largemodelservices/status"),
+    ("GET", "/api/v1/namespaces/n/pods?labelSelector=a", "GET pods"),
+    ("GET", "/api/v1/namespaces?watch=true", "GET namespaces?watch"),
+    ("GET", "/apis/apps/v1/deployments?watch=1", "GET deployments?watch"),
+    ("GET", "/version", "GET /version"),
+])
+def test_resource_of(method: str, target: str, key: str) -> None:
+    assert fp.resource_of(method, target) == key
+
+
 def test_error_response_is_a_kubernetes_status() -> None:
     raw = fp.error_response(429, 2, "GET", "/api/v1/pods")
     head, body = raw.split(b"\r\n\r\n", 1)

@@ -17,7 +17,7 @@ MANAGED = {"app.kubernetes.io/managed-by": "lms-operator"}
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    configure(settings, clusterwide=OPTIONS.clusterwide, standalone=OPTIONS.standalone)
+    configure(settings, clusterwide=OPTIONS.clusterwide, standalone=OPTIONS.standalone, namespaces=OPTIONS.namespaces)
     driver.RUNTIME.ctx = await OPTIONS.make_context()
     driver.RUNTIME.sweeper = asyncio.create_task(driver.sweep_forever(OPTIONS.resync_seconds))
 
