@@ -205,6 +205,8 @@ def wait_phase(k8s: K8s, namespace: str, name: str, phases: set[str], timeout: f
         if operator is not None and operator.proc is not None and operator.proc.poll() is not None:
             pytest.fail(f"operator exited:\n{operator.logs()[-3000:]}", pytrace=False)
         current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        if current and status.get("phase") == "Failed" and "Failed" not in phases:
+            pytest.fail(f"{namespace}/{name} is Failed: {status.get('message')}", pytrace=False)
         return status if current and status.get("phase") in phases else None
 
     try:

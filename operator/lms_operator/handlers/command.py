@@ -34,6 +34,9 @@ def run_operator(args: argparse.Namespace) -> int:
         print("lms operator: --resync-seconds must be positive", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Per-event "Handler succeeded" lines and health-probe access logs drown the useful ones.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
     import kopf
 
