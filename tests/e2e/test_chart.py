@@ -201,3 +201,17 @@ def test_operator_reconciles_under_exactly_the_charts_rbac(cluster: Cluster, k8s
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         kubectl("delete", "pv", f"lms-models-{ns}", "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_gitops_overlay_and_namespace_are_admitted(kubectl: Kubectl, release: Release) -> None:
+    """The Kustomize production overlay, built by kubectl, passes the CRD's schema and CEL rules on the server."""
+    gitops = ROOT / "examples" / "gitops"
+    built = kubectl("kustomize", str(gitops / "kustomize" / "overlays" / "production")).stdout
+    (doc,) = [d for d in yaml.safe_load_all(built) if d]
+    namespace = yaml.safe_load((gitops / "namespace.yaml").read_text())
+    kubectl("apply", "--dry-run=server", "-f", str(gitops / "namespace.yaml"))
+    # The overlay's namespace may not exist here; the same object in the release's watched namespace.
+    doc["metadata"]["namespace"] = release.watched
+    done = kubectl("apply", "--dry-run=server", "-f", "-", input=to_json(doc))
+    assert "created (server dry run)" in done.stdout, done.stdout
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
