@@ -549,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
         run(kubectl + ["create", "namespace", "lms-system"], env=env, check_rc=False)
         for manifest_file in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")):
             run(kubectl + ["apply", "-f", str(manifest_file)], env=env)
+        # kube-apiserver's default Service range is a /24 (254 ClusterIPs): add a ServiceCIDR so that
+        # N Services fit (without it every Service past ~250 fails with "range is full")
+        service_cidr = {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+                        "metadata": {"name": "lms-scale"}, "spec": {"cidrs": ["10.112.0.0/16"]}}
+        run(kubectl + ["apply", "-f", "-"], env=env, input=json.dumps(service_cidr))
+        run(kubectl + ["wait", "--for=condition=Ready", "servicecidr/lms-scale", "--timeout=60s"], env=env)
+        result["service_cidr_added"] = service_cidr["spec"]["cidrs"]
         extra = max(0, -(-(args.objects + 50) // 250))
         nodes = "\n---\n".join(json.dumps(scale_node(i, 250)) for i in range(extra))
         if nodes:

@@ -284,14 +284,17 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def publish_local(template: Path, root: Path, ns: str, name: str) -> None:
+def publish_local(k8s: K8s, template: Path, root: Path, ns: str, name: str) -> None:
     """Publish the version `name` will ask for (a cache hit for the operator): the template's files,
-    the model folder and config renamed, the completion marker last."""
+    the model folder and config renamed, the completion marker last. The key comes from the spec
+    as the API server stores it (a dry-run create applies the CRD's defaults)."""
     from lms_operator.api.spec import parse_spec
     from lms_operator.api.version import version_key
     from lms_operator.modelrepo.layout import COMPLETE_MARKER, version_dir
 
-    key = version_key(parse_spec({**lms_manifest(name), "metadata": {"name": name, "namespace": ns}}))
+    stored = k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, lms_manifest(name), dry_run="All")
+    key = version_key(parse_spec({**lms_manifest(name), "metadata": {"name": name, "namespace": ns},
+                                  "spec": stored["spec"]}))
     dest = version_dir(root / ns / CLAIM, ns, name, key)
     shutil.copytree(template / "tmpl", dest / name)
     config = dest / name / "config.pbtxt"
@@ -306,7 +309,7 @@ def test_operator_recovers_from_api_server_restart(prepared: Cluster, k8s: K8s, 
         pytest.skip("stopping the API server and etcd needs the local control plane")
     root = repo_root(prepared)
     for name in ("before", "after"):
-        publish_local(template, root, namespace, name)
+        publish_local(k8s, template, root, namespace, name)
     op = OperatorProcess(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
     try:
         wait_for(op.serving_metrics, 60, "the operator to start")
@@ -334,7 +337,7 @@ def test_backs_off_on_429_and_500_then_converges(prepared: Cluster, k8s: K8s, na
                                                  tmp_path: Path) -> None:
     root = repo_root(prepared)
     name = "flaky"
-    publish_local(template, root, namespace, name)
+    publish_local(k8s, template, root, namespace, name)
     base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
     deploy = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}-triton"
     rules = [proxy.inject(429, count=3, retry_after=2, method="PATCH", path=f"^{deploy}\\?"),   # server-side apply
