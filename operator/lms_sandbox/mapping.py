@@ -79,13 +79,18 @@ def container_mounts(container: dict[str, Any], volumes: list[dict[str, Any]], n
 
 
 def rewrite_paths(text: str, mounts: list[Mount]) -> str:
-    """Replace every mount path that appears as a whole path (or path prefix) in text."""
-    for mount in mounts:
-        if mount.mount_path == "/":
-            continue
-        pattern = re.compile(r"(?<![\w.-])" + re.escape(mount.mount_path) + r"(?=/|$|[^\w.-])")
-        text = pattern.sub(lambda _m, local=mount.local_path: local, text)
-    return text
+    """Replace every mount path that appears as a whole path (or path prefix) in text.
+
+    One pass over the text: a local folder substituted for one mount is never
+    rewritten again by another mount (a state folder under /tmp next to a /tmp mount).
+    Longer mount paths win over their prefixes.
+    """
+    local = {m.mount_path: m.local_path for m in mounts if m.mount_path != "/"}
+    if not local:
+        return text
+    alternatives = "|".join(re.escape(path) for path in sorted(local, key=len, reverse=True))
+    pattern = re.compile(r"(?<![\w.-])(" + alternatives + r")(?=/|$|[^\w.-])")
+    return pattern.sub(lambda match: local[match.group(1)], text)
 
 
 def expand_vars(text: str, env: dict[str, str]) -> str:

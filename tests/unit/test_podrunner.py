@@ -229,3 +229,13 @@ def test_kwok_pod_stages_skip_project_pods_except_on_gpu_nodes() -> None:
     for node in gpu:
         assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
         assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
+
+
+def test_rewrite_is_single_pass_when_state_dir_is_under_a_mount() -> None:
+    from lms_sandbox.mapping import Mount, rewrite_paths
+
+    mounts = [Mount(mount_path="/models", local_path="/tmp/state/pvc/ns/lms-models", read_only=True),
+              Mount(mount_path="/tmp", local_path="/tmp/state/volumes/tmp", read_only=False)]
+    assert rewrite_paths("--model-repository=/models/ns/m/k", mounts) == \
+        "--model-repository=/tmp/state/pvc/ns/lms-models/ns/m/k"
+    assert rewrite_paths("/tmp/x /models", mounts) == "/tmp/state/volumes/tmp/x /tmp/state/pvc/ns/lms-models"
