@@ -159,3 +159,11 @@ def test_labels_carry_version_and_component() -> None:
         assert labels["app.kubernetes.io/managed-by"] == "lms-operator"
         assert labels["app.kubernetes.io/part-of"] == "lms"
         assert len(labels["serving.lms.dev/version"]) == 16
+
+
+def test_model_size_limit_reaches_the_job() -> None:
+    lms = parse_spec(load_example("minilm-cpu.yaml"))
+    job = all_objects(lms, BuildSettings(max_model_bytes=1 << 30))[0]
+    env = {e["name"]: e["value"] for e in pod_spec(job)["containers"][0]["env"]}
+    assert env["LMS_MAX_MODEL_BYTES"] == str(1 << 30)
+    assert "LMS_MAX_MODEL_BYTES" not in str(all_objects(lms, SETTINGS)[0])

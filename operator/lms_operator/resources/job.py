@@ -33,12 +33,15 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
         args += ["--model-dir", f"{settings.sources_mount}/{path}".rstrip("/")]
     scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp"})
     labels = meta.labels(lms, meta.COMPONENT_COMPRESSION, key)
+    env = [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"}]
+    if settings.max_model_bytes is not None:
+        env.append({"name": "LMS_MAX_MODEL_BYTES", "value": str(settings.max_model_bytes)})
     container = {
         "name": "compress",
         "image": settings.image,
         "command": ["lms"],
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "env": env,
         "resources": {"requests": {"cpu": settings.compression_cpu, "memory": settings.compression_memory},
                       "limits": {"cpu": settings.compression_cpu, "memory": settings.compression_memory}},
         "volumeMounts": mounts + scratch_mounts,

@@ -16,6 +16,8 @@ class BuildSettings:
     job_ttl_seconds: int = 86400
     compression_cpu: str = "2"
     compression_memory: str = "6Gi"
+    max_model_bytes: int | None = None
+    """Largest source model the Job will read (LMS_MAX_MODEL_BYTES in the Job); None keeps the tool's default."""
     keda: bool = False
     """Use a KEDA ScaledObject for Triton metrics (set when the KEDA CRDs exist)."""
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
@@ -28,4 +30,5 @@ class BuildSettings:
             prometheus_address=os.environ.get("LMS_PROMETHEUS_ADDRESS", defaults.prometheus_address),
             compression_cpu=os.environ.get("LMS_COMPRESSION_CPU", defaults.compression_cpu),
             compression_memory=os.environ.get("LMS_COMPRESSION_MEMORY", defaults.compression_memory),
+            max_model_bytes=int(os.environ["LMS_MAX_MODEL_BYTES"]) if os.environ.get("LMS_MAX_MODEL_BYTES") else None,
         )
