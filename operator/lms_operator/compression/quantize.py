@@ -11,12 +11,16 @@ import numpy as np
 
 def preprocess(src: Path, dst: Path) -> Path:
     """Shape inference + ORT graph optimisation before quantization (what ORT recommends)."""
+    from contextlib import chdir
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception:  # symbolic shape inference is not available for every graph
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    # symbolic shape inference drops a debug file into the working directory when it gives up
+    with chdir(dst.parent):
+        try:
+            quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=False)
+        except Exception:  # symbolic shape inference is not available for every graph
+            quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=True)
     return dst
 
 
