@@ -18,6 +18,12 @@ MANAGED = {"app.kubernetes.io/managed-by": "lms-operator"}
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings, clusterwide=OPTIONS.clusterwide, standalone=OPTIONS.standalone, namespaces=OPTIONS.namespaces)
+    # The API client is synchronous: every request holds a default-executor thread, and Python's
+    # default pool is min(32, cpus + 4) threads (6 on 2 cores), too few for the concurrent passes.
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=2 * driver.MAX_CONCURRENT_PASSES, thread_name_prefix="kube"))
     driver.RUNTIME.ctx = await OPTIONS.make_context()
     driver.RUNTIME.sweeper = asyncio.create_task(driver.sweep_forever(OPTIONS.resync_seconds))
 

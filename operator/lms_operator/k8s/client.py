@@ -16,17 +16,22 @@ from lms_operator.k8s import errors, paths
 
 FIELD_MANAGER = "lms-operator"
 REQUEST_TIMEOUT = (5, 30)
+POOL_SIZE = 32
 
 
 def load_api_client() -> Any:
     """An ApiClient from KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount."""
     from kubernetes import client, config
 
+    cfg = client.Configuration()
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        return config.new_client_from_config()
+        config.load_kube_config(client_configuration=cfg)
+    # one pooled connection per executor thread (the default, cpus * 5, drops and re-opens
+    # TLS connections once more requests are in flight)
+    cfg.connection_pool_maxsize = POOL_SIZE
+    return client.ApiClient(cfg)
 
 
 class Kube:
