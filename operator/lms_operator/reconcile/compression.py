@@ -7,7 +7,6 @@ from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
-from lms_operator.reconcile.faults import fault_point
 from lms_operator.reconcile.repository import published_version, read_report
 from lms_operator.resources import meta
 from lms_operator.resources.job import build_compression_job

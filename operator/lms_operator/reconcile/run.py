@@ -18,7 +18,6 @@ from lms_operator.api.version import version_key
 from lms_operator.reconcile.compression import ensure_compression
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
-from lms_operator.reconcile.faults import fault_point
 from lms_operator.reconcile.repository import claim_condition
 from lms_operator.reconcile.serving import ensure_serving, read_serving
 from lms_operator.resources import meta
