@@ -51,13 +51,6 @@ def path_sha256(path: Path) -> str:
     return folder_sha256(path) if path.is_dir() else file_sha256(path)
 
 
-def total_bytes(path: Path) -> int:
-    """Bytes of a file, or of all regular files in a folder."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in regular_files(path))
-    return path.stat().st_size
-
-
 def is_within(root: Path, candidate: Path) -> bool:
     """True when `candidate`, with symlinks resolved, lies inside `root` (also resolved)."""
     root_r = root.resolve()

@@ -25,6 +25,7 @@ from lms_operator.compression.errors import CompressionError, GateFailed, InputE
 from lms_operator.compression.loader import SourceModel, load_source, tokenizer_files
 from lms_operator.compression.publish import publish_version
 from lms_operator.compression.source import locate_model
+from lms_operator.compression.supply_chain import verify_published
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
 
 TIMING_BATCH = 32
@@ -208,7 +209,9 @@ def io_specs(task: str, baseline_out: np.ndarray, n_in: int | None) -> tuple[lis
     return ins, [TensorSpec(name, "TYPE_FP32", [width])]
 
 
-def cache_hit_summary(final: Path, key: str, rel: str) -> dict[str, Any]:
+def cache_hit_summary(final: Path, key: str, rel: str, model_name: str) -> dict[str, Any]:
+    """The published version's summary, after re-checking its model.onnx against the recorded digest."""
+    verify_published(final, model_name)
     report = json.loads((final / REPORT_FILE).read_text())
     fields = ("model", "variant", "original_bytes", "compressed_bytes", "size_ratio", "latency_ms", "speedup", "quality", "sha256")
     return {"version": key, **{k: report.get(k) for k in fields}, "path": rel, "cache_hit": True}
@@ -221,7 +224,7 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
     rel = relative_version_path(lms.namespace, lms.name, key)
     if is_complete(final):
         log(f"version {key} already published: cache hit")
-        return cache_hit_summary(final, key, rel)
+        return cache_hit_summary(final, key, rel, lms.name)
     comp = lms.spec.compression
     m = lms.spec.model
     check_metric(m.task, comp.quality_gate.metric)
@@ -358,6 +361,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
         publish_version(root, final, lms.name, Path(chosen.path), tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else [],
                         config_text, report)
+    verify_published(final, lms.name, report["sha256"])
     log(f"published {chosen.variant} to {final} ({report['size_ratio']}x smaller, {report['speedup']}x faster, {gate.metric} {chosen.score:.4f})")
     fields = ("variant", "original_bytes", "compressed_bytes", "size_ratio", "latency_ms", "speedup", "quality", "sha256")
     return {**summary_base, **{k: report[k] for k in fields}}

@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from lms_operator.compression.digest import path_sha256, total_bytes
+from lms_operator.compression.digest import path_sha256
 from lms_operator.compression.errors import InputError
+from lms_operator.compression.supply_chain import check_source_tree
 
 DEFAULT_MAX_MODEL_BYTES = 20 * 1024**3
 
@@ -146,10 +147,7 @@ def locate_model(uri: str, sha256: str | None, spec_dir: Path | None, model_dir:
     path = resolve_uri(uri, spec_dir, model_dir)
     if not path.exists():
         raise InputError(f"spec.model.uri: model not found at {path}")
-    size = total_bytes(path)
-    limit = max_model_bytes()
-    if size > limit:
-        raise InputError(f"spec.model.uri: model is {size} bytes, above the limit of {limit} (LMS_MAX_MODEL_BYTES)")
+    check_source_tree(path, max_model_bytes())
     if sha256:
         actual = path_sha256(path)
         if actual.lower() != sha256.lower():

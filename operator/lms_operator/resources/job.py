@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from lms_operator.api import schema
-from lms_operator.api.spec import LargeModelService
+from lms_operator.api.spec import LargeModelService, cpu_cores
 from lms_operator.resources import meta
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
 from lms_operator.resources.settings import BuildSettings
@@ -33,7 +33,8 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
         args += ["--model-dir", f"{settings.sources_mount}/{path}".rstrip("/")]
     scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp"})
     labels = meta.labels(lms, meta.COMPONENT_COMPRESSION, key)
-    env = [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"}]
+    env = [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+           {"name": "LMS_COMPRESS_THREADS", "value": str(cpu_cores(settings.compression_cpu))}]
     if settings.max_model_bytes is not None:
         env.append({"name": "LMS_MAX_MODEL_BYTES", "value": str(settings.max_model_bytes)})
     container = {
