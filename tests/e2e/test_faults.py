@@ -304,17 +304,21 @@ def publish_local(k8s: K8s, template: Path, root: Path, ns: str, name: str) -> N
 
 
 def test_operator_recovers_from_api_server_restart(prepared: Cluster, k8s: K8s, namespace: str, claim: str,
-                                                   operator_kubeconfig: Path, template: Path, tmp_path: Path) -> None:
+                                                   proxy: Any, operator_kubeconfig: Path, template: Path,
+                                                   tmp_path: Path) -> None:
     if not prepared.local:
         pytest.skip("stopping the API server and etcd needs the local control plane")
     root = repo_root(prepared)
     for name in ("before", "after"):
         publish_local(k8s, template, root, namespace, name)
+    # Two failed Deployment applies keep the first resource's reconcile in its retry loop, so the
+    # outage hits the operator mid-reconcile (and before any Triton pod is starting).
+    held = proxy.inject(500, count=2, method="PATCH", path=f"^/apis/apps/v1/namespaces/{namespace}/deployments/before-triton")
     op = OperatorProcess(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
     try:
         wait_for(op.serving_metrics, 60, "the operator to start")
-        time.sleep(3)
         k8s.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, lms_manifest("before"))
+        wait_for(lambda: held.injected >= 1, 60, "the operator's first Deployment apply")
         _control_plane(prepared, "stop")   # etcd, kube-apiserver and the controllers, mid-reconcile
         time.sleep(10)
         assert op.proc.poll() is None, "the operator died while the API server was away"
