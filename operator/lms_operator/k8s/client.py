@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +18,8 @@ from lms_operator.k8s import errors, paths
 FIELD_MANAGER = "lms-operator"
 REQUEST_TIMEOUT = (5, 30)
 POOL_SIZE = 32
+THROTTLE_RETRIES = 3
+MAX_RETRY_AFTER = 30.0
 
 
 def load_api_client() -> Any:
@@ -48,8 +51,14 @@ class Kube:
                                                auth_settings=["BearerToken"])
         _, url, headers = serialized[0], serialized[1], serialized[2]
         data = json.dumps(body).encode() if body is not None else None
-        resp = self._api.rest_client.pool_manager.request(method, url, body=data, headers=headers,
-                                                          timeout=_timeout())
+        for attempt in range(THROTTLE_RETRIES + 1):
+            resp = self._api.rest_client.pool_manager.request(method, url, body=data, headers=headers,
+                                                              timeout=_timeout())
+            if resp.status != 429 or attempt == THROTTLE_RETRIES:
+                break
+            # API priority and fairness asked us to wait: honour Retry-After here, in this worker
+            # thread, instead of failing the pass and letting the next trigger retry at once.
+            time.sleep(retry_after_seconds(resp.headers.get("Retry-After")))
         if not 200 <= resp.status < 300:
             raise errors.from_response(resp.status, resp.data)
         return json.loads(resp.data) if resp.data else None
@@ -103,6 +112,14 @@ class Kube:
             return True
         except errors.NotFound:
             return False
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """Seconds a 429 asks to wait (Retry-After in seconds), at least 1 and at most 30."""
+    try:
+        return min(MAX_RETRY_AFTER, max(1.0, float(value or 1)))
+    except ValueError:
+        return 1.0
 
 
 def _timeout() -> Any:
