@@ -256,3 +256,17 @@ def test_invalid_specs_are_refused_with_the_field_path(kubectl: Kubectl, namespa
     done = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
     assert done.returncode != 0
     assert path in done.stderr, done.stderr
+
+
+def test_operator_runs_with_only_its_service_account(kubectl: Kubectl, namespace: str, operator: Operator) -> None:
+    def can_i(*args: str) -> str:
+        done = kubectl("--kubeconfig", str(operator.kubeconfig), "auth", "can-i", *args, check=False)
+        return done.stdout.strip()
+
+    who = kubectl("--kubeconfig", str(operator.kubeconfig), "auth", "whoami", "-o", "json").stdout
+    assert json.loads(who)["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:lms-operator"
+    assert can_i("create", "jobs.batch", "-n", namespace) == "yes"
+    assert can_i("patch", "largemodelservices.serving.lms.dev", "--subresource=status", "-n", namespace) == "yes"
+    for forbidden in (("get", "secrets", "-n", namespace), ("delete", "deployments.apps", "-n", namespace),
+                      ("create", "pods", "-n", namespace), ("create", "persistentvolumeclaims", "-n", namespace)):
+        assert can_i(*forbidden) == "no", forbidden
