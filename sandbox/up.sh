@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make sandbox`: a local control plane with CPU and GPU node pools, the CRD, the
-# operator (when `lms operator` exists) and the pod runner, all in the background.
+# operator and the pod runner, all in the background.
 # Idempotent: running it again reuses what is already up.
 set -euo pipefail
 
@@ -31,12 +31,12 @@ else
   echo "sandbox: no CRD under crds/ yet, skipping" >&2
 fi
 
-if "$venv/lms" operator --help >/dev/null 2>&1; then
-  start_bg operator "$dir/operator.pid" "$dir/operator.log" \
-    env KUBECONFIG="$kubeconfig" "$venv/lms" operator --all-namespaces
-else
-  echo "sandbox: \`lms operator\` is not available yet, not starting the operator" >&2
-fi
+kubectl --kubeconfig "$kubeconfig" apply --server-side -f "$here/repository-claim.yaml" -f "$root/deploy/peering.yaml" >&2
+
+# The operator reads published versions where the pod runner keeps each claim's files,
+# so a version that is already there is a cache hit without a Job.
+start_bg operator "$dir/operator.pid" "$dir/operator.log" \
+  env KUBECONFIG="$kubeconfig" "$venv/lms" operator --all-namespaces --repository-root "$dir/state/pvc"
 
 start_bg podrunner "$dir/podrunner.pid" "$dir/podrunner.out" \
   "$venv/python" -m lms_sandbox.podrunner --kubeconfig "$kubeconfig" --state-dir "$dir/state"

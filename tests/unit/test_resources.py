@@ -167,3 +167,10 @@ def test_model_size_limit_reaches_the_job() -> None:
     env = {e["name"]: e["value"] for e in pod_spec(job)["containers"][0]["env"]}
     assert env["LMS_MAX_MODEL_BYTES"] == str(1 << 30)
     assert "LMS_MAX_MODEL_BYTES" not in str(all_objects(lms, SETTINGS)[0])
+
+
+def test_deterministic_failures_are_not_retried() -> None:
+    job = objects("minilm-cpu.yaml")["Job"]
+    rule = job["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"] == {"containerName": "compress", "operator": "In", "values": [2, 3]}

@@ -12,6 +12,8 @@ from lms_operator.resources.settings import BuildSettings
 from lms_operator.resources.volumes import (REPOSITORY_VOLUME, SOURCE_VOLUME, pvc_source, repository_volume,
                                             scratch_volumes)
 
+DETERMINISTIC_EXIT_CODES = (2, 3)
+
 
 def spec_json(lms: LargeModelService) -> str:
     """The resource as the Job sees it: defaulted spec, name and namespace, canonical JSON."""
@@ -56,6 +58,9 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
         "metadata": meta.metadata(lms, meta.job_name(lms, key), meta.COMPONENT_COMPRESSION, key, owner),
         "spec": {
             "backoffLimit": settings.job_backoff_limit,
+            # Bad input (2) and a failed quality gate (3) are deterministic: retrying only burns CPU.
+            "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+                "containerName": "compress", "operator": "In", "values": list(DETERMINISTIC_EXIT_CODES)}}]},
             "activeDeadlineSeconds": settings.job_deadline_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
