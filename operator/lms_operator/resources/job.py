@@ -13,6 +13,9 @@ from lms_operator.resources.volumes import (REPOSITORY_VOLUME, SOURCE_VOLUME, pv
                                             scratch_volumes)
 
 DETERMINISTIC_EXIT_CODES = (2, 3)
+SCRATCH = "/var/lib/lms-scratch"
+"""Writable scratch (HOME, TMPDIR) on a read-only root filesystem; not /tmp, so a model URI
+under a host's /tmp keeps its meaning where the sandbox runs Jobs as local processes."""
 
 
 def spec_json(lms: LargeModelService) -> str:
@@ -33,9 +36,10 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
         volumes.append({"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": SOURCE_VOLUME, "mountPath": settings.sources_mount, "readOnly": True})
         args += ["--model-dir", f"{settings.sources_mount}/{path}".rstrip("/")]
-    scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp"})
+    scratch, scratch_mounts = scratch_volumes({"scratch": SCRATCH})
     labels = meta.labels(lms, meta.COMPONENT_COMPRESSION, key)
-    env = [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"},
+    env = [{"name": "HOME", "value": SCRATCH}, {"name": "TMPDIR", "value": SCRATCH},
+           {"name": "HF_HUB_OFFLINE", "value": "1"},
            {"name": "LMS_COMPRESS_THREADS", "value": str(cpu_cores(settings.compression_cpu))}]
     if settings.max_model_bytes is not None:
         env.append({"name": "LMS_MAX_MODEL_BYTES", "value": str(settings.max_model_bytes)})
