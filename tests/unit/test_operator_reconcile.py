@@ -40,12 +40,14 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []
+        self.calls: list[tuple[str, str]] = []
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
         return obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", kind))
         found = self.objects.get((api_version, kind, namespace, name))
         return copy.deepcopy(found) if found else None
 
@@ -64,6 +66,7 @@ class FakeKube:
         return copy.deepcopy(stored), True
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", obj["kind"]))
         old = self.objects.get(self._key(obj))
         stored = copy.deepcopy(obj)
         stored["metadata"]["generation"] = (old["metadata"]["generation"] + (old.get("spec") != obj.get("spec"))
@@ -268,3 +271,64 @@ def test_api_errors_map_to_types() -> None:
     assert isinstance(err, errors.Conflict) and err.reason == "AlreadyExists"
     assert isinstance(errors.from_response(429, b"slow down"), errors.TooManyRequests)
     assert type(errors.from_response(500, b"oops")) is errors.ApiError
+
+
+def serve_ready(kube: FakeKube, manifest: dict[str, Any], ctx: Context) -> None:
+    """Take minilm to Ready with one context (one operator process)."""
+    add_lms(kube, manifest)
+    add_claim(kube)
+    body = lambda: copy.deepcopy(kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")])
+    asyncio.run(reconcile(ctx, body()))
+    finish_job(kube, key_of(manifest), "minilm", 0, GATE_OK)
+    asyncio.run(reconcile(ctx, body()))
+    ready_deployment(kube)
+    asyncio.run(reconcile(ctx, body()))
+
+
+def pass_calls(kube: FakeKube, ctx: Context) -> list[tuple[str, str]]:
+    kube.calls.clear()
+    asyncio.run(reconcile(ctx, copy.deepcopy(kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS,
+                                                            "minilm")])))
+    return list(kube.calls)
+
+
+def test_settled_pass_only_reads_the_deployment(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    ctx = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
+    serve_ready(kube, minilm_manifest, ctx)
+    assert pass_calls(kube, ctx) == [("get", "PersistentVolumeClaim"), ("get", "Deployment")]  # no apply
+    fresh = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
+    calls = pass_calls(kube, fresh)  # a restarted process trusts the stamped Deployment
+    assert not [c for c in calls if c[0] == "apply"] and ("get", "PersistentVolumeClaim") in calls
+
+
+def test_deleted_or_edited_deployment_is_applied_again(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    ctx = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
+    serve_ready(kube, minilm_manifest, ctx)
+    dep_key = ("apps/v1", "Deployment", NS, "minilm-triton")
+    rendered = copy.deepcopy(kube.objects[dep_key]["spec"])
+    kube.objects[dep_key]["spec"]["template"]["spec"]["containers"][0]["image"] = "edited:1"
+    kube.objects[dep_key]["metadata"]["generation"] += 1
+    calls = pass_calls(kube, ctx)
+    assert [k for v, k in calls if v == "apply"] == ["Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                                                     "Deployment"]
+    assert kube.objects[dep_key]["spec"] == rendered
+    del kube.objects[dep_key]
+    pass_calls(kube, ctx)
+    assert kube.objects[dep_key]["spec"] == rendered
+
+
+def test_spec_change_applies_the_new_bodies(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    ctx = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
+    serve_ready(kube, minilm_manifest, ctx)
+    body = kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")]
+    body["spec"]["compression"]["quantization"]["perChannel"] = False
+    body["metadata"]["generation"] = 2
+    calls = pass_calls(kube, ctx)
+    # the new key needs a new compression Job first; the Deployment keeps the old version untouched
+    assert ("apply", "Deployment") not in calls
+    finish_job(kube, key_of(body), "minilm", 0, GATE_OK)
+    calls = pass_calls(kube, ctx)
+    assert ("apply", "Deployment") in calls
+    labels = kube.objects[("apps/v1", "Deployment", NS, "minilm-triton")]["spec"]["template"]["metadata"]["labels"]
+    assert labels[meta.VERSION_LABEL] == key_of(body)
+

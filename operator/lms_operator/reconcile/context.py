@@ -1,10 +1,11 @@
-"""What every reconcile step shares: the API client and the operator's configuration."""
+"""What every reconcile step shares: the API client, the operator's configuration, what it last applied."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lms_operator.k8s.client import Kube
+from lms_operator.reconcile.applied import AppliedCache
 from lms_operator.resources.settings import BuildSettings
 
 
@@ -14,3 +15,5 @@ class Context:
     settings: BuildSettings
     repository_root: Path | None = None
     """Where the operator can read repository claims: ROOT/<namespace>/<claim>/ (optional)."""
+    applied: AppliedCache = field(default_factory=AppliedCache)
+    """The serving bodies last applied per resource (skips identical re-applies)."""

@@ -1,10 +1,12 @@
 """Ensure the Triton serving objects for a published version, and observe the Deployment."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
+from lms_operator.reconcile.applied import bodies_digest, needs_apply, stamped
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
 from lms_operator.resources import meta
@@ -32,19 +34,34 @@ async def read_serving(ctx: Context, lms: LargeModelService) -> st.ServingObserv
 
 async def ensure_serving(ctx: Context, lms: LargeModelService, key: str,
                          owner: dict[str, Any]) -> tuple[st.ServingObservation | None, list[str]]:
-    """Server-side apply Deployment, Service, autoscaler and PDB; an identical body changes nothing."""
-    before = await read_serving(ctx, lms)
+    """Server-side apply Deployment, Service, autoscaler and PDB, unless the live ones already match."""
+    live = await ctx.kube.get("apps/v1", "Deployment", lms.namespace, meta.server_name(lms))
+    before = observe_deployment(live)
+    objects = serving_objects(lms, key, ctx.settings, owner)
+    digest = bodies_digest(objects)
+    resource = f"{lms.namespace}/{lms.name}"
+    now = time.monotonic()
+    if live is not None and not needs_apply(ctx.applied.get(resource), digest, live, now):
+        ctx.applied.keep(resource, digest, live, now)
+        return before, []
     notes: list[str] = []
     if before is None:
         notes.append(f"ServingCreated: Triton Deployment {meta.server_name(lms)} for version {key}")
     elif before.version != key:
         notes.append(f"RollingUpdate: Triton Deployment {meta.server_name(lms)} from version {before.version} to {key}")
+    ctx.applied.forget(resource)  # a failure part-way applies everything again on the next pass
     observed: st.ServingObservation | None = None
-    for obj in serving_objects(lms, key, ctx.settings, owner):
+    deployment: dict[str, Any] | None = None
+    # The stamped Deployment goes last: its digest then also vouches for the other three, so a
+    # process that dies between two applies re-applies everything after its restart.
+    for obj in sorted(stamped(objects, digest), key=lambda o: o["kind"] == "Deployment"):
         if obj["kind"] == "Deployment":
             fault_point("before_deployment_apply")
         applied = await ctx.kube.apply(obj)
         if obj["kind"] == "Deployment":
             fault_point("after_deployment_apply")
+            deployment = applied
             observed = observe_deployment(applied)
+    if deployment is not None:
+        ctx.applied.remember(resource, digest, deployment, now)
     return observed, notes
