@@ -1,10 +1,12 @@
-"""Pure decisions that keep settled passes from writing: which serving bodies need an apply."""
+"""Pure decisions that keep settled passes from writing: apply digests and the claim cache."""
 from __future__ import annotations
 
 from typing import Any
 
+from lms_operator.api import status as st
 from lms_operator.reconcile.applied import (DIGEST_ANNOTATION, REAPPLY_AFTER, Applied, AppliedCache,
                                             bodies_digest, needs_apply, stamped)
+from lms_operator.reconcile.claims import ClaimCache
 
 BODIES = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "m-triton", "namespace": "t"},
            "spec": {"replicas": 1}},
@@ -54,3 +56,16 @@ def test_cache_seeds_once_and_forgets() -> None:
     assert cache.get("t/m") == Applied("e", "u1", 4, 60.0)
     cache.forget("t/m")
     assert cache.get("t/m") is None
+
+
+def test_claim_cache_remembers_only_ready_claims_within_the_ttl() -> None:
+    cache = ClaimCache(ttl=10.0)
+    bound = st.Condition(st.REPOSITORY_READY, True, st.CLAIM_BOUND, "bound")
+    lost = st.Condition(st.REPOSITORY_READY, False, st.CLAIM_NOT_BOUND, "lost")
+    cache.record("t", "c", bound, now=0.0)
+    assert cache.fresh("t", "c", now=10.0) == bound
+    assert cache.fresh("t", "c", now=10.5) is None
+    assert cache.fresh("other", "c", now=1.0) is None
+    cache.record("t", "c", lost, now=1.0)
+    assert cache.fresh("t", "c", now=1.0) is None
+

@@ -295,7 +295,7 @@ def pass_calls(kube: FakeKube, ctx: Context) -> list[tuple[str, str]]:
 def test_settled_pass_only_reads_the_deployment(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
     ctx = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
     serve_ready(kube, minilm_manifest, ctx)
-    assert pass_calls(kube, ctx) == [("get", "PersistentVolumeClaim"), ("get", "Deployment")]  # no apply
+    assert pass_calls(kube, ctx) == [("get", "Deployment")]  # no apply, claim remembered
     fresh = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
     calls = pass_calls(kube, fresh)  # a restarted process trusts the stamped Deployment
     assert not [c for c in calls if c[0] == "apply"] and ("get", "PersistentVolumeClaim") in calls

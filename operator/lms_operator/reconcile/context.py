@@ -1,4 +1,4 @@
-"""What every reconcile step shares: the API client, the operator's configuration, what it last applied."""
+"""What every reconcile step shares: the API client, the operator's configuration, its caches."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lms_operator.k8s.client import Kube
 from lms_operator.reconcile.applied import AppliedCache
+from lms_operator.reconcile.claims import ClaimCache
 from lms_operator.resources.settings import BuildSettings
 
 
@@ -17,3 +18,5 @@ class Context:
     """Where the operator can read repository claims: ROOT/<namespace>/<claim>/ (optional)."""
     applied: AppliedCache = field(default_factory=AppliedCache)
     """The serving bodies last applied per resource (skips identical re-applies)."""
+    claims: ClaimCache = field(default_factory=ClaimCache)
+    """Bound repository claims seen recently (skips a GET per pass)."""

@@ -8,6 +8,7 @@ sleeping or raising framework exceptions here.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +96,11 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
                       events=[Event("Warning", st.UNSUPPORTED_REPOSITORY, obs.repository.message)])
 
     claim = lms.spec.repository.pvc
-    pvc = await ctx.kube.get("v1", "PersistentVolumeClaim", namespace, claim)
-    obs.repository = claim_condition(claim, pvc)
+    obs.repository = ctx.claims.fresh(namespace, claim, time.monotonic())
+    if obs.repository is None:
+        pvc = await ctx.kube.get("v1", "PersistentVolumeClaim", namespace, claim)
+        obs.repository = claim_condition(claim, pvc)
+        ctx.claims.record(namespace, claim, obs.repository, time.monotonic())
     if obs.repository.status is False:
         obs.serving = await read_serving(ctx, lms)
         new = st.derive_status(obs, previous, now_rfc3339())
