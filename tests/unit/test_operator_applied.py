@@ -1,4 +1,4 @@
-"""Pure decisions that keep settled passes from writing: apply digests and the claim cache."""
+"""Pure decisions that keep settled passes from writing: apply digests, claim cache, retry timing."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +7,7 @@ from lms_operator.api import status as st
 from lms_operator.reconcile.applied import (DIGEST_ANNOTATION, REAPPLY_AFTER, Applied, AppliedCache,
                                             bodies_digest, needs_apply, stamped)
 from lms_operator.reconcile.claims import ClaimCache
+from lms_operator.reconcile.run import RETRY_COMPRESSING, RETRY_DEPLOYING, next_look
 
 BODIES = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "m-triton", "namespace": "t"},
            "spec": {"replicas": 1}},
@@ -69,3 +70,10 @@ def test_claim_cache_remembers_only_ready_claims_within_the_ttl() -> None:
     cache.record("t", "c", lost, now=1.0)
     assert cache.fresh("t", "c", now=1.0) is None
 
+
+def test_next_look() -> None:
+    assert next_look("running", st.COMPRESSING, False) == (RETRY_COMPRESSING, False)
+    assert next_look("failed", st.FAILED, True) == (None, True)
+    assert next_look("published", st.DEPLOYING, True) == (None, False)  # the Deployment watch reports it
+    assert next_look("published", st.DEPLOYING, False) == (RETRY_DEPLOYING, False)
+    assert next_look("published", st.READY_PHASE, True) == (None, False)

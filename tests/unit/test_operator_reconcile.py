@@ -332,3 +332,13 @@ def test_spec_change_applies_the_new_bodies(kube: FakeKube, minilm_manifest: dic
     labels = kube.objects[("apps/v1", "Deployment", NS, "minilm-triton")]["spec"]["template"]["metadata"]["labels"]
     assert labels[meta.VERSION_LABEL] == key_of(body)
 
+
+def test_deploying_waits_for_the_deployment_watch_not_a_timer(kube: FakeKube,
+                                                             minilm_manifest: dict[str, Any]) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    run(kube)
+    finish_job(kube, key_of(minilm_manifest), "minilm", 0, GATE_OK)
+    result, status = run(kube)
+    assert status["phase"] == st.DEPLOYING
+    assert result.retry_after is None and not result.permanent

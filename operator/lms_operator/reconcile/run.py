@@ -130,13 +130,24 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         warn = new["phase"] in (st.FAILED, st.DEGRADED)
         events.append(Event("Warning" if warn else "Normal", f"Phase{new['phase']}", new.get("message", "")))
     result = Result(new["phase"], new.get("message", ""), events=events)
-    if outcome.state == "running":
-        result.retry_after = RETRY_COMPRESSING
-    elif outcome.state == "failed":
-        result.permanent = True
-    elif new["phase"] != st.READY_PHASE:
-        result.retry_after = RETRY_DEPLOYING
+    result.retry_after, result.permanent = next_look(outcome.state, new["phase"], obs.serving is not None)
     return result
+
+
+def next_look(compression_state: str, phase: str, deployment_exists: bool) -> tuple[float | None, bool]:
+    """(retry_after, permanent) after a pass.
+
+    A running Job is polled (its result is read from the Job's pods); a Deployment that exists
+    reports its rollout through the Deployment watch, which reconciles again, so a timed retry
+    would only repeat the same reads.
+    """
+    if compression_state == "running":
+        return RETRY_COMPRESSING, False
+    if compression_state == "failed":
+        return None, True
+    if phase != st.READY_PHASE and not deployment_exists:
+        return RETRY_DEPLOYING, False
+    return None, False
 
 
 async def _write(ctx: Context, namespace: str, name: str, previous: dict[str, Any], new: dict[str, Any],
