@@ -13,7 +13,7 @@ name="${LMS_SANDBOX_NAME:-lms-sandbox}"
 dir="$root/.sandbox"
 kubeconfig="$dir/kubeconfig"
 venv="$root/.venv/bin"
-mkdir -p "$dir/state"
+mkdir -p "$dir/state/pvc"
 
 bin="$("$root/tools/build.sh" | tail -n 1)"
 export PATH="$bin:$PATH"
