@@ -54,7 +54,24 @@ create() {
 nodes_up() {
   kwokctl get kubeconfig --name "$1" > "$2.tmp" && mv "$2.tmp" "$2" &&
     kubectl --kubeconfig "$2" apply -f "$here/nodes.yaml" -f "$here/storageclass.yaml" >&2 &&
-    kubectl --kubeconfig "$2" wait --for=condition=Ready node --all --timeout="$3" >&2
+    kubectl --kubeconfig "$2" wait --for=condition=Ready node --all --timeout="$3" >&2 &&
+    controllers_up "$2"
+}
+
+# The controller-manager and scheduler can fail to bind a port while the API server is fine;
+# their leader-election leases show that they really run.
+controllers_up() {
+  local lease deadline=$((SECONDS + 30))
+  for lease in kube-controller-manager kube-scheduler; do
+    until [[ -n "$(kubectl --kubeconfig "$1" -n kube-system get lease "$lease" \
+                   -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)" ]]; do
+      if (( SECONDS >= deadline )); then
+        echo "cluster: $lease did not start (no leader lease)" >&2
+        return 1
+      fi
+      sleep 1
+    done
+  done
 }
 
 case "$action" in
