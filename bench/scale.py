@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from lms_sandbox.podrunner import kill_group
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -186,20 +186,6 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
-    """SIGTERM the process group, SIGKILL after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 class Operator:
     """`lms operator` for one namespace, reading the repository root, through the proxy."""
 
@@ -231,7 +217,7 @@ class Operator:
         return peak_rss_mib(self.proc.pid)
 
     def stop(self) -> None:
-        stop_process(self.proc, grace=40)
+        kill_group(self.proc, 40)
         self.log.close()
 
 
@@ -710,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         if operator is not None:
             operator.stop()
         for proc in procs:
-            stop_process(proc, grace=10)
+            kill_group(proc, 10)
         if not args.keep:
             subprocess.run([str(ROOT / "sandbox" / "cluster.sh"), "down", args.cluster_name], env=env,
                            capture_output=True, text=True, timeout=300)

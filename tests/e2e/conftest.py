@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lms_sandbox.podrunner import kill_group
+
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -62,19 +64,6 @@ class Cluster:
         """Local folder that backs a PVC for pods the runner runs (local clusters only)."""
         assert self.state_dir is not None, "only a local cluster maps PVCs to folders"
         return self.state_dir / "pvc" / namespace / claim
-
-
-def _stop_group(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 def _tools_bin() -> str:
@@ -122,7 +111,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         for proc in reversed(cluster.processes):
-            _stop_group(proc)
+            kill_group(proc, 30.0)
         runner_out.close()
         subprocess.run([str(ROOT / "sandbox" / "cluster.sh"), "down", name], env=env,
                        capture_output=True, text=True, timeout=120)
