@@ -342,13 +342,3 @@ def test_deploying_waits_for_the_deployment_watch_not_a_timer(kube: FakeKube,
     result, status = run(kube)
     assert status["phase"] == st.DEPLOYING
     assert result.retry_after is None and not result.permanent
-
-
-def test_result_carries_the_patched_body_only_when_status_was_written(kube: FakeKube,
-                                                                      minilm_manifest: dict[str, Any]) -> None:
-    add_lms(kube, minilm_manifest)
-    add_claim(kube)
-    result, status = run(kube)
-    assert result.body is not None and result.body["status"] == status
-    result, _ = run(kube)
-    assert result.body is None  # nothing changed, nothing written

@@ -1,10 +1,8 @@
 """Glue between kopf triggers and the reconcile pass: one lock per resource, events, metrics.
 
 Every trigger (create/update/resume, a child's event, the periodic sweep)
-lands here and runs the same level-based pass under a per-resource lock, so two
-triggers never reconcile one object at the same time. Spec triggers re-read the
-resource; child events and the sweep start from the newest body the watch (or
-the pass's own status patch) delivered.
+lands here, re-reads the resource, and runs the same level-based pass under a
+per-resource lock, so two triggers never reconcile one object at the same time.
 """
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ import kopf
 
 from lms_operator.api import schema
 from lms_operator.handlers import metrics
-from lms_operator.handlers.bodies import BodyCache
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.run import Result, reconcile
 
@@ -40,7 +37,6 @@ class Runtime:
     sweeper: asyncio.Task[None] | None = None
     waiting: dict[str, int] = field(default_factory=dict)
     slots: asyncio.Semaphore | None = None
-    bodies: BodyCache = field(default_factory=BodyCache)
 
 
 RUNTIME = Runtime()
@@ -53,7 +49,7 @@ def _ctx() -> Context:
 
 
 async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | None:
-    """Reconcile the resource; None when it is gone or being deleted."""
+    """Fetch the resource fresh and reconcile it; None when it is gone or being deleted."""
     key = f"{namespace}/{name}"
     lock = RUNTIME.locks.setdefault(key, asyncio.Lock())
     if RUNTIME.slots is None:
@@ -74,11 +70,7 @@ async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | N
 
 async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | None:
     """One pass under the resource's lock and a concurrency slot."""
-    body = None if trigger == "spec" else RUNTIME.bodies.get(key)
-    if body is None:
-        body = await _ctx().kube.get(schema.API_VERSION, schema.KIND, namespace, name)
-        if body is not None:
-            RUNTIME.bodies.offer(key, body)
+    body = await _ctx().kube.get(schema.API_VERSION, schema.KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         metrics.record_phase(key, None)
         return None
@@ -91,8 +83,6 @@ async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | N
         raise
     finally:
         metrics.DURATION.observe(time.monotonic() - started)
-    if result.body is not None:
-        RUNTIME.bodies.offer(key, result.body)
     outcome = "failed" if result.permanent else "retry" if result.retry_after else "ok"
     metrics.RECONCILES.labels(trigger=trigger, result=outcome).inc()
     metrics.record_phase(key, result.phase)

@@ -46,12 +46,9 @@ async def reconcile_lms(namespace: str, name: str, **_: Any) -> None:
 async def track_lms(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
         driver.RUNTIME.known.discard((namespace, name))
-        driver.RUNTIME.bodies.drop(f"{namespace}/{name}")
         metrics.record_phase(f"{namespace}/{name}", None)
     else:
         driver.RUNTIME.known.add((namespace, name))
-        if isinstance(event.get("object"), dict):
-            driver.RUNTIME.bodies.offer(f"{namespace}/{name}", event["object"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
