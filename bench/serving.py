@@ -6,8 +6,10 @@ served by one local Triton (the onnxruntime shim) as two models with the same ON
 sends single-item requests of 32 tokens at concurrency 1, 8 and 32, in interleaved rounds
 (off/on, then on/off, ...) so that drifting load from other work on a shared machine hits
 both sides alike; rounds are pooled per model and level. The same ONNX file runs in-process
-with the shim's session options at batch 1, 8, 32 and at the mean batch Triton formed,
-before and after the Triton runs (averaged, both kept). Besides wall-clock throughput the
+with the shim's session options at batch 1, 8, 16 and 32 before the Triton runs, after every
+round (the server idle) and at the end (plus the mean batch Triton formed); the median of these
+runs is the reference, because in-process throughput drifts by tens of percent over minutes on
+a shared machine. Besides wall-clock throughput the
 run records CPU time per item (server process group, client, in-process session), which a
 busy shared machine distorts far less. Clients pad texts to the length buckets
 16/32/64/128 tokens; every request here is exactly 32 tokens (bucket 32).
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -112,11 +115,22 @@ def ort_throughput(session: Any, batch: int, seconds: float = 6.0, min_runs: int
             "cpu_ms_per_item": round(cpu * 1000 / (batch * len(times)), 3)}
 
 
-def ort_series(session: Any, batches: list[int]) -> dict[str, dict[str, float]]:
-    return {str(b): ort_throughput(session, b) for b in batches}
+ORT_BATCHES = (1, 8, 16, 32)
+OrtRuns = dict[str, list[dict[str, float]]]
 
 
-def serve_and_load(repository: Path, rounds: int, requests: int, duration: float, log: Path) -> dict[str, list[dict[str, Any]]]:
+def ort_series(session: Any, batches: list[int] | tuple[int, ...], runs: OrtRuns, seconds: float) -> None:
+    """Append one in-process measurement per batch size to `runs`."""
+    for batch in batches:
+        runs.setdefault(str(batch), []).append(ort_throughput(session, batch, seconds))
+
+
+def ort_median(runs: OrtRuns, batch: str, key: str) -> float:
+    return float(np.median([r[key] for r in runs[batch]]))
+
+
+def serve_and_load(repository: Path, rounds: int, requests: int, duration: float, log: Path,
+                   between_rounds: Callable[[], None]) -> dict[str, list[dict[str, Any]]]:
     """Interleaved rounds against both models of one server; pooled results per model and level."""
     from lms_operator.serving.loadgen import LevelResult, as_dicts, merge, sweep
     from lms_operator.serving.triton import TritonProcess, free_port, server_args
@@ -135,6 +149,7 @@ def serve_and_load(repository: Path, rounds: int, requests: int, duration: float
                     result = sweep(url, model, [concurrency], requests, duration, SEQUENCE, 1, warmup=0,
                                    show_progress=False, server_cpu=server.cpu_seconds)[0]
                     runs[model][concurrency].append(result)
+            between_rounds()
     finally:
         server.stop()
     return {model: as_dicts([merge(runs[model][c]) for c in CONCURRENCY]) for model in (OFF, ON)}
@@ -144,12 +159,12 @@ def level(results: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
     return next(r for r in results if r["concurrency"] == concurrency)
 
 
-def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_before: dict[str, Any], ort_after: dict[str, Any], mean_batch_key: str) -> dict[str, Any]:
+def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_runs: OrtRuns, mean_batch_key: str) -> dict[str, Any]:
     def ort(batch: str) -> float:
-        return (ort_before[batch]["items_per_s"] + ort_after[batch]["items_per_s"]) / 2
+        return ort_median(ort_runs, batch, "items_per_s")
 
     def ort_cpu(batch: str) -> float:
-        return (ort_before[batch]["cpu_ms_per_item"] + ort_after[batch]["cpu_ms_per_item"]) / 2
+        return ort_median(ort_runs, batch, "cpu_ms_per_item")
 
     def server_cpu_ms(result: dict[str, Any]) -> float:
         return 1000 * result["server"]["cpu_s"] / max(1, result["server"]["inferences"])
@@ -160,7 +175,7 @@ def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_before: d
     return {
         "cpu_time": {
             "why": "CPU milliseconds per item; unlike throughput it is not inflated by other work on a shared machine",
-            "ort_ms_per_item": {b: round(ort_cpu(b), 3) for b in sorted(ort_before, key=int)},
+            "ort_ms_per_item": {b: round(ort_cpu(b), 3) for b in sorted(ort_runs, key=int)},
             "triton_server_ms_per_item_off_c32": round(server_cpu_ms(off32), 3),
             "triton_server_ms_per_item_on_c32": round(server_cpu_ms(on32), 3),
             "client_ms_per_item_on_c32": round(1000 * on32["client_cpu_s"] / max(1, on32["server"]["inferences"]), 3),
@@ -170,6 +185,7 @@ def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_before: d
         },
         "batching_speedup_c32": round(speedup, 3),
         "ort_batch_gain": round(ort_gain, 3),
+        "ort_items_per_s": {b: round(ort(b), 2) for b in sorted(ort_runs, key=int)},
         "batching_share_of_ort_gain": round(speedup / ort_gain, 3),
         "p99_ratio_c32": round(on32["p99_ms"] / off32["p99_ms"], 3),
         "triton_vs_ort": round(on32["items_per_s"] / ort(mean_batch_key), 3),
@@ -208,18 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         on_config = write_model(repository, ON, onnx_path, args.cpu, batching=True)
         session = shim_session(onnx_path, on_config)
         load_before = os.getloadavg()
-        print("in-process ORT (before) ...", file=sys.stderr)
-        ort_before = ort_series(session, [1, 8, 32])
+        ort_runs: OrtRuns = {}
+        print("in-process ORT ...", file=sys.stderr)
+        ort_series(session, ORT_BATCHES, ort_runs, 6.0)
         print("Triton, batching off and on in interleaved rounds ...", file=sys.stderr)
-        pooled = serve_and_load(repository, args.rounds, args.requests, args.duration, work / "triton.log")
+        pooled = serve_and_load(repository, args.rounds, args.requests, args.duration, work / "triton.log",
+                                lambda: ort_series(session, ORT_BATCHES, ort_runs, 3.0))
         off, on = pooled[OFF], pooled[ON]
         mean_batch = max(1, min(MAX_BATCH, int(round(level(on, 32)["server"]["mean_batch"]))))
-        batches = sorted({1, 8, 32, mean_batch})
         print("in-process ORT (after) ...", file=sys.stderr)
-        ort_after = ort_series(session, batches)
-        for batch in batches:
-            if str(batch) not in ort_before:
-                ort_before[str(batch)] = ort_after[str(batch)]
+        ort_series(session, sorted(set(ORT_BATCHES) | {mean_batch}), ort_runs, 6.0)
         load_after = os.getloadavg()
         import onnxruntime
 
@@ -236,12 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                         "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in load_after]},
             "versions": {"onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
             "config_batching_on": on_config,
-        "config_batching_off": off_config,
-            "summary": summarize(off, on, ort_before, ort_after, str(mean_batch)),
+            "config_batching_off": off_config,
+            "summary": summarize(off, on, ort_runs, str(mean_batch)),
             "triton_batching_off": off,
             "triton_batching_on": on,
-            "ort_in_process_before": ort_before,
-            "ort_in_process_after": ort_after,
+            "ort_in_process": ort_runs,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
