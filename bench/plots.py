@@ -103,7 +103,9 @@ def plot_scale(doc: dict[str, Any], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     curve = doc.get("ready_curve") or []
-    fig, ax = plt.subplots(figsize=(7, 4))
+    mix = doc.get("cluster_requests_by_verb_resource") or {}
+    fig, axes = plt.subplots(1, 2 if mix else 1, figsize=(13 if mix else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
     ax.plot([p[0] for p in curve], [p[1] for p in curve], "-", lw=2)
     target = doc.get("objects", 0)
     ax.axhline(target, color="gray", lw=0.8, ls=":")
@@ -115,6 +117,15 @@ def plot_scale(doc: dict[str, Any], out: Path) -> Path:
                  fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if mix:
+        bars = axes[0][1]
+        top = list(mix.items())[:15][::-1]
+        bars.barh([k for k, _ in top], [v for _, v in top], color="tab:gray")
+        bars.tick_params(axis="y", labelsize=7)
+        bars.set_xlabel("requests until all Ready (every client)")
+        bars.set_title(f"API server requests: {doc.get('cluster_requests_until_ready')}, the operator's share "
+                       f"{doc.get('operator_share_of_cluster_requests')}", fontsize=8)
+        bars.grid(alpha=0.3, axis="x")
     return save(fig, out)
 
 

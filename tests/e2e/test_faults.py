@@ -344,8 +344,9 @@ def test_backs_off_on_429_and_500_then_converges(prepared: Cluster, k8s: K8s, na
     publish_local(k8s, template, root, namespace, name)
     base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
     deploy = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}-triton"
+    service = f"/api/v1/namespaces/{namespace}/services/{name}-triton"
     rules = [proxy.inject(429, count=3, retry_after=2, method="PATCH", path=f"^{deploy}\\?"),   # server-side apply
-             proxy.inject(500, count=2, method="GET", path=f"^{base}$"),                         # reading the resource
+             proxy.inject(500, count=2, method="PATCH", path=f"^{service}\\?"),                # a failing apply
              proxy.inject(429, count=2, retry_after=1, method="PATCH", path=f"^{base}/status")]  # status write
     op = OperatorProcess(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
     try:
@@ -363,7 +364,7 @@ def test_backs_off_on_429_and_500_then_converges(prepared: Cluster, k8s: K8s, na
             gap = later[0][0] - t
             floor = 1.9 if status == 429 and "deployments" in path else 0.9 if status == 429 else 0.2
             assert gap >= floor, f"{method} {path} retried {gap:.2f}s after a {status} (expected >= {floor}s)"
-        same = [h for h in history if h[2].split("?", 1)[0] in (deploy, base, base + "/status")]
+        same = [h for h in history if h[2].split("?", 1)[0] in (deploy, service, base, base + "/status")]
         assert len(same) < 80, f"{len(same)} requests to the faulted paths: no back-off"
         kids = check_invariants(k8s, namespace, name, "after the injected errors")
         assert len(kids["deployments"]) == 1 and kids["jobs"] == []

@@ -342,3 +342,42 @@ def test_deploying_waits_for_the_deployment_watch_not_a_timer(kube: FakeKube,
     result, status = run(kube)
     assert status["phase"] == st.DEPLOYING
     assert result.retry_after is None and not result.permanent
+
+
+def test_result_carries_the_patched_body_only_when_status_was_written(kube: FakeKube,
+                                                                      minilm_manifest: dict[str, Any]) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    result, status = run(kube)
+    assert result.body is not None and result.body["status"] == status
+    result, _ = run(kube)
+    assert result.body is None  # nothing changed, nothing written
+
+
+def test_settled_pass_with_a_watched_deployment_makes_no_request(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    ctx = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
+    serve_ready(kube, minilm_manifest, ctx)
+    deployment = kube.objects[("apps/v1", "Deployment", NS, meta.server_name(parse_spec(minilm_manifest)))]
+    ctx.watched["Deployment"].offer(f"{NS}/{deployment['metadata']['name']}", deployment)
+    assert pass_calls(kube, ctx) == []
+    ctx.watched["Deployment"].drop(f"{NS}/{deployment['metadata']['name']}", deployment)
+    assert pass_calls(kube, ctx) == [("get", "Deployment")]  # deleted on the watch: the API decides
+
+
+def test_cache_hit_reads_no_job_and_a_watched_job_is_not_read_again(kube: FakeKube, minilm_manifest: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    key = key_of(minilm_manifest)
+    ctx = Context(kube=kube, settings=BuildSettings(), repository_root=tmp_path)  # type: ignore[arg-type]
+    calls = pass_calls(kube, ctx)
+    assert ("get", "Job") in calls and kube.writes[0][:2] == ("create", "Job")  # nothing published: a Job
+    job_name = meta.child_name("minilm", f"compress-{key[:10]}")
+    ctx.watched["Job"].offer(f"{NS}/{job_name}", kube.objects[("batch/v1", "Job", NS, job_name)])
+    assert ("get", "Job") not in pass_calls(kube, ctx)
+    version = tmp_path / NS / "lms-models" / NS / "minilm" / key
+    version.mkdir(parents=True)
+    (version / "report.json").write_text(json.dumps(summary(GATE_OK)))
+    (version / ".complete").write_text("")
+    ctx.watched["Job"].drop(f"{NS}/{job_name}")
+    assert ("get", "Job") not in pass_calls(kube, ctx)  # published: the repository answers

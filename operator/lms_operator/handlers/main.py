@@ -44,16 +44,22 @@ async def reconcile_lms(namespace: str, name: str, **_: Any) -> None:
 
 @kopf.on.event(*LMS)
 async def track_lms(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+    key = f"{namespace}/{name}"
     if event.get("type") == "DELETED":
         driver.RUNTIME.known.discard((namespace, name))
-        metrics.record_phase(f"{namespace}/{name}", None)
+        driver.RUNTIME.bodies.drop(key, event.get("object"))
+        metrics.record_phase(key, None)
     else:
         driver.RUNTIME.known.add((namespace, name))
+        if isinstance(event.get("object"), dict):
+            driver.RUNTIME.bodies.offer(key, event["object"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def job_changed(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+    await driver.child_changed("Job", event, namespace, name)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def child_changed(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-    owner = driver.owner_of({"metadata": dict(body.metadata)})
-    if owner is not None and event.get("type") != "DELETED":
-        await driver.reconcile_quietly(owner[0], owner[1], "child")
+async def deployment_changed(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+    await driver.child_changed("Deployment", event, namespace, name)

@@ -27,6 +27,9 @@ from lms_operator.resources.server import endpoints
 RETRY_COMPRESSING = 30.0
 RETRY_DEPLOYING = 10.0
 RETRY_CLAIM = 30.0
+# Phases that get an Event of their own; the way into Compressing and Deploying is already told
+# by the step's Event (JobCreated, CacheHit, ServingCreated, RollingUpdate).
+PHASE_EVENTS = (st.READY_PHASE, st.DEGRADED, st.FAILED)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Result:
     retry_after: float | None = None
     permanent: bool = False
     events: list[Event] = field(default_factory=list)
+    body: dict[str, Any] | None = None
+    """The resource as the status patch returned it (None when the pass wrote no status)."""
 
 
 def now_rfc3339() -> str:
@@ -78,9 +83,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     except SpecError as exc:
         obs = st.Observation(generation=generation, desired_version=None,
                              spec_problems=[str(p) for p in exc.problems])
-        await _write(ctx, namespace, name, previous, st.derive_status(obs, previous, now_rfc3339()), None)
+        written = await _write(ctx, namespace, name, previous, st.derive_status(obs, previous, now_rfc3339()), None)
         return Result(st.FAILED, f"invalid spec: {exc}".replace("\n", "; "), permanent=True,
-                      events=[Event("Warning", st.INVALID_SPEC, str(exc).replace("\n", "; "))])
+                      events=[Event("Warning", st.INVALID_SPEC, str(exc).replace("\n", "; "))], body=written)
 
     key = version_key(lms)
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, lms.name, metadata["uid"])
@@ -91,9 +96,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
                                       "repository.uri is not supported by this operator yet; use repository.pvc")
         obs.serving = await read_serving(ctx, lms)
         new = st.derive_status(obs, previous, now_rfc3339())
-        await _write(ctx, namespace, name, previous, new, None)
+        written = await _write(ctx, namespace, name, previous, new, None)
         return Result(new["phase"], new.get("message", ""), permanent=True,
-                      events=[Event("Warning", st.UNSUPPORTED_REPOSITORY, obs.repository.message)])
+                      events=[Event("Warning", st.UNSUPPORTED_REPOSITORY, obs.repository.message)], body=written)
 
     claim = lms.spec.repository.pvc
     obs.repository = ctx.claims.fresh(namespace, claim, time.monotonic())
@@ -104,9 +109,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     if obs.repository.status is False:
         obs.serving = await read_serving(ctx, lms)
         new = st.derive_status(obs, previous, now_rfc3339())
-        await _write(ctx, namespace, name, previous, new, None)
+        written = await _write(ctx, namespace, name, previous, new, None)
         return Result(new["phase"], obs.repository.message, retry_after=RETRY_CLAIM,
-                      events=[Event("Warning", obs.repository.reason, obs.repository.message)])
+                      events=[Event("Warning", obs.repository.reason, obs.repository.message)], body=written)
 
     outcome, notes = await ensure_compression(ctx, lms, key, owner, previous)
     obs.compression = outcome
@@ -124,12 +129,12 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         if outcome.state != "running":
             compression = {"version": key, "passed": outcome.state == "published"}
     new = st.derive_status(obs, previous, now_rfc3339())
-    await _write(ctx, namespace, name, previous, new, compression)
+    written = await _write(ctx, namespace, name, previous, new, compression)
 
-    if new["phase"] != previous.get("phase"):
+    if new["phase"] != previous.get("phase") and new["phase"] in PHASE_EVENTS:
         warn = new["phase"] in (st.FAILED, st.DEGRADED)
         events.append(Event("Warning" if warn else "Normal", f"Phase{new['phase']}", new.get("message", "")))
-    result = Result(new["phase"], new.get("message", ""), events=events)
+    result = Result(new["phase"], new.get("message", ""), events=events, body=written)
     result.retry_after, result.permanent = next_look(outcome.state, new["phase"], obs.serving is not None)
     return result
 
@@ -151,14 +156,15 @@ def next_look(compression_state: str, phase: str, deployment_exists: bool) -> tu
 
 
 async def _write(ctx: Context, namespace: str, name: str, previous: dict[str, Any], new: dict[str, Any],
-                 compression: dict[str, Any] | None) -> None:
+                 compression: dict[str, Any] | None) -> dict[str, Any] | None:
     """Patch only what changed; an unchanged status makes no API write (and no watch event)."""
     patch = st.status_patch(previous, new)
     if compression is not None and compression != previous.get("compression"):
         patch["compression"] = _replace(previous.get("compression"), compression)
     if patch:
         fault_point("before_status_write")
-        await ctx.kube.patch_status(schema.API_VERSION, schema.KIND, namespace, name, patch)
+        return await ctx.kube.patch_status(schema.API_VERSION, schema.KIND, namespace, name, patch)
+    return None
 
 
 def _replace(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
