@@ -1,9 +1,12 @@
-"""Waiting reconcile passes start by priority (finished rollouts first), then in arrival order."""
+"""Waiting reconcile passes start by priority (finished rollouts first), then in arrival order; child events."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from lms_operator.handlers.driver import PRIORITY, PrioritySlots
+from lms_operator.reconcile.context import Context
+from lms_operator.resources.settings import BuildSettings
 
 
 async def _admission_order(arrivals: list[tuple[str, int]], limit: int = 1) -> list[str]:
@@ -74,3 +77,24 @@ def test_no_wait_below_the_limit() -> None:
             return slots.free
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_child_event_reconciles_only_an_owner_the_resource_watch_delivered(monkeypatch: Any) -> None:
+    from lms_operator.handlers import driver
+
+    calls: list[tuple[str, str, str]] = []
+
+    async def fake_reconcile(namespace: str, name: str, trigger: str) -> None:
+        calls.append((namespace, name, trigger))
+
+    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
+    monkeypatch.setattr(driver, "RUNTIME", runtime)
+    monkeypatch.setattr(driver, "reconcile_quietly", fake_reconcile)
+    deployment = {"metadata": {"name": "m-triton", "namespace": "ns", "resourceVersion": "3",
+                               "ownerReferences": [{"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService",
+                                                    "name": "m"}]}}
+    asyncio.run(driver.child_changed("Deployment", {"type": None, "object": deployment}, "ns", "m-triton"))
+    assert calls == [] and runtime.ctx.watched["Deployment"].get("ns/m-triton") is not None
+    runtime.known.add(("ns", "m"))
+    asyncio.run(driver.child_changed("Deployment", {"type": "MODIFIED", "object": deployment}, "ns", "m-triton"))
+    assert calls == [("ns", "m", "child")]

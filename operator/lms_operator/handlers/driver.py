@@ -174,7 +174,10 @@ async def child_changed(kind: str, event: dict[str, Any], namespace: str, name: 
         return
     cache.offer(f"{namespace}/{name}", body)
     owner = owner_of(body)
-    if owner is not None:
+    # An owner the resource watch has not delivered yet gets its own create/resume pass (on a
+    # restart the children's lists often arrive first); one that is gone leaves its children to
+    # garbage collection.
+    if owner is not None and owner in RUNTIME.known:
         await reconcile_quietly(owner[0], owner[1], "child")
 
 
