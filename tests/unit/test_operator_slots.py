@@ -98,3 +98,38 @@ def test_a_child_event_reconciles_only_an_owner_the_resource_watch_delivered(mon
     runtime.known.add(("ns", "m"))
     asyncio.run(driver.child_changed("Deployment", {"type": "MODIFIED", "object": deployment}, "ns", "m-triton"))
     assert calls == [("ns", "m", "child")]
+
+
+def test_error_backoff_grows_and_is_capped() -> None:
+    from lms_operator.handlers.driver import error_backoff
+
+    assert [error_backoff(n) for n in range(7)] == [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 30.0]
+
+
+def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch: Any) -> None:
+    from lms_operator.handlers import driver
+    from lms_operator.reconcile.run import Result
+
+    starts: list[float] = []
+
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        starts.append(asyncio.get_running_loop().time())
+        if len(starts) == 1:
+            raise RuntimeError("500 from the API server")
+        return Result("Ready", "serving")
+
+    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
+    runtime.bodies.offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})
+    monkeypatch.setattr(driver, "RUNTIME", runtime)
+    monkeypatch.setattr(driver, "reconcile", reconcile)
+
+    async def scenario() -> None:
+        try:
+            await driver.reconcile_named("ns", "m", "spec")
+        except RuntimeError:
+            pass
+        await driver.reconcile_named("ns", "m", "child")  # another trigger, at once
+
+    asyncio.run(scenario())
+    assert len(starts) == 2 and starts[1] - starts[0] >= 0.95
+    assert "ns/m" not in runtime.failures  # a pass that succeeds clears the back-off

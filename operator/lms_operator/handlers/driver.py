@@ -40,6 +40,16 @@ MAX_CONCURRENT_PASSES = 16
 # creation passes (bench/scale.py: 72 of 1000 Ready when the 1000th Deployment was applied).
 PRIORITY = {"child": 0, "spec": 1, "timer": 2}
 
+# After a pass fails (an API error), the resource's next pass waits this long, whichever trigger
+# asks for it: the spec trigger's kopf retry, a child's event and the sweep would otherwise retry
+# a failing API server at once.
+ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def error_backoff(failures: int) -> float:
+    """Seconds to wait before the next pass after `failures` failed passes in a row."""
+    return ERROR_BACKOFF[min(failures, len(ERROR_BACKOFF)) - 1] if failures > 0 else 0.0
+
 
 class PrioritySlots:
     """At most `limit` holders; waiters are admitted by priority, then in arrival order."""
@@ -87,6 +97,8 @@ class Runtime:
     slots: PrioritySlots = field(default_factory=lambda: PrioritySlots(MAX_CONCURRENT_PASSES))
     bodies: BodyCache = field(default_factory=BodyCache)
     """The resources as their watch (or a pass's own status patch) last delivered them."""
+    failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Failed passes in a row per resource, and when the last one failed (monotonic)."""
 
 
 RUNTIME = Runtime()
@@ -105,10 +117,13 @@ async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | N
     RUNTIME.waiting[key] = RUNTIME.waiting.get(key, 0) + 1
     started = False
     try:
-        async with lock, RUNTIME.slots.slot(PRIORITY[trigger]):
-            RUNTIME.waiting[key] -= 1  # from here on this pass reads the newest body
-            started = True
-            return await _pass(namespace, name, key, trigger)
+        async with lock:
+            count, failed_at = RUNTIME.failures.get(key, (0, 0.0))
+            await asyncio.sleep(max(0.0, failed_at + error_backoff(count) - time.monotonic()))
+            async with RUNTIME.slots.slot(PRIORITY[trigger]):
+                RUNTIME.waiting[key] -= 1  # from here on this pass reads the newest body
+                started = True
+                return await _pass(namespace, name, key, trigger)
     finally:
         if not started:
             RUNTIME.waiting[key] -= 1
@@ -132,9 +147,11 @@ async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | N
     except Exception as exc:
         metrics.ERRORS.labels(type=type(exc).__name__).inc()
         metrics.RECONCILES.labels(trigger=trigger, result="error").inc()
+        RUNTIME.failures[key] = (RUNTIME.failures.get(key, (0, 0.0))[0] + 1, time.monotonic())
         raise
     finally:
         metrics.DURATION.observe(time.monotonic() - started)
+    RUNTIME.failures.pop(key, None)
     if result.body is not None:
         RUNTIME.bodies.offer(key, result.body)
     outcome = "failed" if result.permanent else "retry" if result.retry_after else "ok"
