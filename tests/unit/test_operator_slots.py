@@ -119,7 +119,7 @@ def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch:
         return Result("Ready", "serving")
 
     runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
-    runtime.bodies.offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})
+    runtime.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})  # type: ignore[union-attr]
     monkeypatch.setattr(driver, "RUNTIME", runtime)
     monkeypatch.setattr(driver, "reconcile", reconcile)
 

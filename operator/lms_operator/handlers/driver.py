@@ -22,8 +22,7 @@ import kopf
 
 from lms_operator.api import schema
 from lms_operator.handlers import metrics
-from lms_operator.k8s.bodies import BodyCache
-from lms_operator.reconcile.context import Context
+from lms_operator.reconcile.context import Context, read_watched
 from lms_operator.reconcile.run import Result, reconcile
 
 log = logging.getLogger("lms_operator")
@@ -95,8 +94,6 @@ class Runtime:
     sweeper: asyncio.Task[None] | None = None
     waiting: dict[str, int] = field(default_factory=dict)
     slots: PrioritySlots = field(default_factory=lambda: PrioritySlots(MAX_CONCURRENT_PASSES))
-    bodies: BodyCache = field(default_factory=BodyCache)
-    """The resources as their watch (or a pass's own status patch) last delivered them."""
     failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Failed passes in a row per resource, and when the last one failed (monotonic)."""
 
@@ -133,11 +130,7 @@ async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | N
 
 async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | None:
     """One pass under the resource's lock and a concurrency slot."""
-    body = RUNTIME.bodies.get(key)
-    if body is None:
-        body = await _ctx().kube.get(schema.API_VERSION, schema.KIND, namespace, name)
-        if body is not None:
-            RUNTIME.bodies.offer(key, body)
+    body = await read_watched(_ctx(), schema.API_VERSION, schema.KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         metrics.record_phase(key, None)
         return None
@@ -153,7 +146,7 @@ async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | N
         metrics.DURATION.observe(time.monotonic() - started)
     RUNTIME.failures.pop(key, None)
     if result.body is not None:
-        RUNTIME.bodies.offer(key, result.body)
+        _ctx().watched[schema.KIND].offer(key, result.body)
     outcome = "failed" if result.permanent else "retry" if result.retry_after else "ok"
     metrics.RECONCILES.labels(trigger=trigger, result=outcome).inc()
     metrics.record_phase(key, result.phase)
@@ -180,16 +173,24 @@ def owner_of(body: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def remember_event(kind: str, event: dict[str, Any], namespace: str, name: str) -> dict[str, Any] | None:
+    """Keep a watch event's body as the newest of its object; the body, None when deleted."""
+    body = event.get("object")
+    cache, key = _ctx().watched[kind], f"{namespace}/{name}"
+    if event.get("type") == "DELETED":
+        cache.drop(key, body if isinstance(body, dict) else None)
+        return None
+    if not isinstance(body, dict):
+        return None
+    cache.offer(key, body)
+    return body
+
+
 async def child_changed(kind: str, event: dict[str, Any], namespace: str, name: str) -> None:
     """Keep the child's newest body for the passes, then reconcile its owner."""
-    body = event.get("object")
-    if not isinstance(body, dict):
+    body = remember_event(kind, event, namespace, name)
+    if body is None:
         return
-    cache = _ctx().watched[kind]
-    if event.get("type") == "DELETED":
-        cache.drop(f"{namespace}/{name}", body)
-        return
-    cache.offer(f"{namespace}/{name}", body)
     owner = owner_of(body)
     # An owner the resource watch has not delivered yet gets its own create/resume pass (on a
     # restart the children's lists often arrive first); one that is gone leaves its children to

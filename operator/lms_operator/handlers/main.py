@@ -44,15 +44,12 @@ async def reconcile_lms(namespace: str, name: str, **_: Any) -> None:
 
 @kopf.on.event(*LMS)
 async def track_lms(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
-    key = f"{namespace}/{name}"
+    driver.remember_event(schema.KIND, event, namespace, name)
     if event.get("type") == "DELETED":
         driver.RUNTIME.known.discard((namespace, name))
-        driver.RUNTIME.bodies.drop(key, event.get("object"))
-        metrics.record_phase(key, None)
+        metrics.record_phase(f"{namespace}/{name}", None)
     else:
         driver.RUNTIME.known.add((namespace, name))
-        if isinstance(event.get("object"), dict):
-            driver.RUNTIME.bodies.offer(key, event["object"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lms_operator.api import schema
 from lms_operator.k8s.bodies import BodyCache
 from lms_operator.k8s.client import Kube
 from lms_operator.reconcile.applied import AppliedCache
@@ -22,12 +23,13 @@ class Context:
     """The serving bodies last applied per resource (skips identical re-applies)."""
     claims: ClaimCache = field(default_factory=ClaimCache)
     """Bound repository claims seen recently (skips a GET per pass)."""
-    watched: dict[str, BodyCache] = field(default_factory=lambda: {"Deployment": BodyCache(), "Job": BodyCache()})
-    """Children as their watches last delivered them, by kind; fed by the handlers only."""
+    watched: dict[str, BodyCache] = field(
+        default_factory=lambda: {kind: BodyCache() for kind in (schema.KIND, "Deployment", "Job")})
+    """The resources and their children as their watches last delivered them, by kind; fed by the
+    handlers (and a pass's own status patch), never by this package's reads."""
 
 
-async def read_child(ctx: Context, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    """A child as its watch last delivered it; what the watch has not delivered is read from the API."""
-    cache = ctx.watched.get(kind)
-    cached = cache.get(f"{namespace}/{name}") if cache is not None else None
+async def read_watched(ctx: Context, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """An object as its watch last delivered it; what the watch has not delivered is read from the API."""
+    cached = ctx.watched[kind].get(f"{namespace}/{name}")
     return cached if cached is not None else await ctx.kube.get(api_version, kind, namespace, name)

@@ -7,7 +7,7 @@ from typing import Any
 from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
 from lms_operator.reconcile.applied import bodies_digest, needs_apply, stamped
-from lms_operator.reconcile.context import Context, read_child
+from lms_operator.reconcile.context import Context, read_watched
 from lms_operator.reconcile.faults import fault_point
 from lms_operator.resources import meta
 from lms_operator.resources.render import serving_objects
@@ -29,13 +29,13 @@ def observe_deployment(deployment: dict[str, Any] | None) -> st.ServingObservati
 
 
 async def read_serving(ctx: Context, lms: LargeModelService) -> st.ServingObservation | None:
-    return observe_deployment(await read_child(ctx, "apps/v1", "Deployment", lms.namespace, meta.server_name(lms)))
+    return observe_deployment(await read_watched(ctx, "apps/v1", "Deployment", lms.namespace, meta.server_name(lms)))
 
 
 async def ensure_serving(ctx: Context, lms: LargeModelService, key: str,
                          owner: dict[str, Any]) -> tuple[st.ServingObservation | None, list[str]]:
     """Server-side apply Deployment, Service, autoscaler and PDB, unless the live ones already match."""
-    live = await read_child(ctx, "apps/v1", "Deployment", lms.namespace, meta.server_name(lms))
+    live = await read_watched(ctx, "apps/v1", "Deployment", lms.namespace, meta.server_name(lms))
     before = observe_deployment(live)
     objects = serving_objects(lms, key, ctx.settings, owner)
     digest = bodies_digest(objects)
