@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -475,8 +476,6 @@ def defaulted_spec(api: Api, namespace: str) -> dict[str, Any]:
 
 def apiserver_requests(api: Api) -> dict[str, float]:
     """The API server's own request counter (every client, the operator included) by verb and resource."""
-    import re
-
     resp = api.request("GET", "/metrics", stream=True)
     text = resp.read().decode()
     resp.release_conn()
@@ -497,30 +496,27 @@ def request_mix(before: dict[str, float], after: dict[str, float], top: int = 25
     return {"total": sum(diff.values()), "by_verb_resource": dict(ranked[:top])}
 
 
+def create_one(api: Api, rec: Recorder, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Create one object and record when the API server answered."""
+    api.request("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", manifest(name, namespace, spec))
+    with rec.lock:
+        rec.created[name] = time.monotonic()
+
+
 def create_paced(api: Api, rec: Recorder, namespace: str, names: list[str], rate: float, spec: dict[str, Any]) -> None:
     """Create objects one by one at `rate` per second (a GitOps sync or a team adding models)."""
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
     start = time.monotonic()
     for i, name in enumerate(names):
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
-        api.request("POST", path, manifest(name, namespace, spec))
-        with rec.lock:
-            rec.created[name] = time.monotonic()
+        create_one(api, rec, namespace, name, spec)
 
 
 def create_all(api: Api, rec: Recorder, namespace: str, names: list[str], workers: int,
                spec: dict[str, Any]) -> float:
     """Create every object concurrently; returns the monotonic time of the first create."""
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-
-    def one(name: str) -> None:
-        api.request("POST", path, manifest(name, namespace, spec))
-        with rec.lock:
-            rec.created[name] = time.monotonic()
-
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, names))
+        list(pool.map(lambda name: create_one(api, rec, namespace, name, spec), names))
     return t0
 
 

@@ -9,10 +9,10 @@ both sides alike; rounds are pooled per model and level. The same ONNX file runs
 with the shim's session options at batch 1, 8, 16 and 32 before the Triton runs, after every
 round (the server idle) and at the end (plus the mean batch Triton formed); the median of these
 runs is the reference, because in-process throughput drifts by tens of percent over minutes on
-a shared machine. Besides wall-clock throughput the
-run records CPU time per item (server process group, client, in-process session), which a
-busy shared machine distorts far less. Clients pad texts to the length buckets
-16/32/64/128 tokens; every request here is exactly 32 tokens (bucket 32).
+a shared machine. Besides wall-clock throughput the run records CPU time per item (server
+process group, client, in-process session), which a busy shared machine distorts far less.
+Clients pad texts to the length buckets 16/32/64/128 tokens; every request here is exactly 32
+tokens (bucket 32).
 
 Writes bench/results/serving.json. Ratios compare numbers measured in this one run.
 
@@ -28,8 +28,8 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
