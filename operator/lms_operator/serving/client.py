@@ -51,6 +51,10 @@ class Client:
         self._module: Any = module
         self._client: Any = module.InferenceServerClient(self.url)
 
+    def is_ready(self, model: str) -> bool:
+        """Whether the server reports `model` ready; the first call also opens the connection."""
+        return bool(self._client.is_model_ready(model))
+
     def input_names(self, model: str) -> list[str]:
         if self.protocol == "grpc":
             meta = self._client.get_model_metadata(model, as_json=True)
