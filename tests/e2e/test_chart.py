@@ -119,10 +119,12 @@ def test_install_prints_next_steps_and_creates_least_privilege_rbac(cluster: Clu
     kubeconfig = sa_kubeconfig(cluster, k8s, release, tmp_path / "sa.kubeconfig")
     ns = release.watched
     allowed = [("create", "jobs.batch"), ("patch", "deployments.apps"), ("watch", "largemodelservices.serving.lms.dev"),
-               ("patch", "largemodelservices.serving.lms.dev/status"), ("list", "pods"), ("create", "events")]
+               ("list", "pods"), ("create", "events")]
     for verb, resource in allowed:
         assert can_i(kubectl, kubeconfig, verb, resource, "-n", ns), (verb, resource)
-    denied = [("get", "secrets", ns), ("list", "secrets", ns), ("create", "pods", ns), ("delete", "jobs.batch", ns),
+    assert can_i(kubectl, kubeconfig, "patch", "largemodelservices.serving.lms.dev", "--subresource=status", "-n", ns)
+    denied = [("patch", "largemodelservices.serving.lms.dev", ns),
+              ("get", "secrets", ns), ("list", "secrets", ns), ("create", "pods", ns), ("delete", "jobs.batch", ns),
               ("create", "jobs.batch", "default"), ("patch", "deployments.apps", release.namespace),
               ("create", "rolebindings.rbac.authorization.k8s.io", ns), ("create", "persistentvolumeclaims", ns)]
     for verb, resource, where in denied:

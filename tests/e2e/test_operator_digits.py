@@ -267,6 +267,7 @@ def test_operator_runs_with_only_its_service_account(kubectl: Kubectl, namespace
     assert json.loads(who)["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:lms-operator"
     assert can_i("create", "jobs.batch", "-n", namespace) == "yes"
     assert can_i("patch", "largemodelservices.serving.lms.dev", "--subresource=status", "-n", namespace) == "yes"
-    for forbidden in (("get", "secrets", "-n", namespace), ("delete", "deployments.apps", "-n", namespace),
+    for forbidden in (("patch", "largemodelservices.serving.lms.dev", "-n", namespace),
+                      ("get", "secrets", "-n", namespace), ("delete", "deployments.apps", "-n", namespace),
                       ("create", "pods", "-n", namespace), ("create", "persistentvolumeclaims", "-n", namespace)):
         assert can_i(*forbidden) == "no", forbidden

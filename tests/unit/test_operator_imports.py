@@ -28,13 +28,18 @@ def test_operator_refuses_missing_repository_root(tmp_path: object) -> None:
     assert "--repository-root /nonexistent/lms: not a directory" in done.stderr
 
 
-def test_kopf_settings_avoid_finalizers_and_status_storage() -> None:
+def test_only_watch_handlers_so_kopf_writes_nothing_into_resources() -> None:
+    """Change-detecting handlers (create/update/resume/delete) make kopf patch an annotation per
+    change and add finalizers; the operator is driven by watch events alone."""
     import kopf
 
+    import lms_operator.handlers.main  # noqa: F401  (registers the handlers)
     from lms_operator.handlers.settings import configure
 
+    registry = kopf.get_default_registry()
+    assert registry._changing.get_all_handlers() == []
+    assert {h.id for h in registry._watching.get_all_handlers()} >= {"lms_changed", "deployment_changed", "job_changed"}
     settings = kopf.OperatorSettings()
     configure(settings, clusterwide=False, standalone=False)
-    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert settings.peering.name == "lms-operator" and not settings.peering.mandatory
     assert settings.watching.client_timeout > settings.watching.server_timeout

@@ -133,3 +133,68 @@ def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch:
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.95
     assert "ns/m" not in runtime.failures  # a pass that succeeds clears the back-off
+
+
+def _runtime_with(monkeypatch: Any, reconcile: Any) -> Any:
+    from lms_operator.handlers import driver
+
+    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
+    runtime.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})  # type: ignore[union-attr]
+    runtime.known.add(("ns", "m"))
+    monkeypatch.setattr(driver, "RUNTIME", runtime)
+    monkeypatch.setattr(driver, "reconcile", reconcile)
+    return runtime
+
+
+def test_a_pass_plans_the_next_look_its_result_asks_for(monkeypatch: Any) -> None:
+    from lms_operator.handlers import driver
+    from lms_operator.reconcile.run import Result
+
+    results = [Result("Compressing", "Job running", retry_after=0.2), Result("Ready", "serving")]
+    starts: list[float] = []
+
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        starts.append(asyncio.get_running_loop().time())
+        return results[len(starts) - 1]
+
+    runtime = _runtime_with(monkeypatch, reconcile)
+
+    async def scenario() -> None:
+        await driver.reconcile_quietly("ns", "m", "spec")
+        assert "ns/m" in runtime.retries
+        await asyncio.sleep(0.4)
+
+    asyncio.run(scenario())
+    assert len(starts) == 2 and 0.15 <= starts[1] - starts[0] < 0.4
+    assert runtime.retries == {}  # Ready: nothing planned, the Deployment's watch reports changes
+
+
+def test_a_failed_pass_is_retried_after_the_back_off_without_another_trigger(monkeypatch: Any) -> None:
+    from lms_operator.handlers import driver
+    from lms_operator.reconcile.run import Result
+
+    starts: list[float] = []
+
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        starts.append(asyncio.get_running_loop().time())
+        if len(starts) == 1:
+            raise RuntimeError("500 from the API server")
+        return Result("Ready", "serving")
+
+    runtime = _runtime_with(monkeypatch, reconcile)
+
+    async def scenario() -> None:
+        await driver.reconcile_quietly("ns", "m", "spec")
+        await asyncio.sleep(1.5)
+
+    asyncio.run(scenario())
+    assert len(starts) == 2 and 0.95 <= starts[1] - starts[0] < 1.5
+    assert runtime.failures == {} and runtime.retries == {}
+
+
+def test_a_spec_is_unhandled_until_the_status_observes_its_generation() -> None:
+    from lms_operator.handlers.driver import spec_unhandled
+
+    assert spec_unhandled({"metadata": {"generation": 1}})
+    assert spec_unhandled({"metadata": {"generation": 2}, "status": {"observedGeneration": 1}})
+    assert not spec_unhandled({"metadata": {"generation": 2}, "status": {"observedGeneration": 2}})

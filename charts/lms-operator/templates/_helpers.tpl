@@ -48,10 +48,10 @@ Rules for namespaced resources: exactly the calls the operator makes (deploy/rba
 is the source of truth; tests/unit/test_chart.py keeps the two identical). No wildcards.
 */}}
 {{- define "lms-operator.namespacedRules" -}}
-# The resource itself: watched by kopf, re-read by each reconcile, annotated with kopf's progress.
+# The resource itself: watched, and read when no watch event has delivered it; only its status is written.
 - apiGroups: [serving.lms.dev]
   resources: [largemodelservices]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [serving.lms.dev]
   resources: [largemodelservices/status]
   verbs: [get, patch]

@@ -1,10 +1,10 @@
-"""Glue between kopf triggers and the reconcile pass: one lock per resource, events, metrics.
+"""Glue between kopf's watch events and the reconcile pass: one lock per resource, retries, events.
 
-Every trigger (create/update/resume, a child's event, the periodic sweep)
-lands here and runs the same level-based pass under a per-resource lock, so two
-triggers never reconcile one object at the same time. A pass starts from the
-newest body of the resource that its watch (or the pass's own status patch)
-delivered, and reads it from the API server only when none was delivered.
+Every trigger (a new or changed spec, a child's event, a scheduled retry, the periodic sweep)
+lands here and runs the same level-based pass under a per-resource lock, so two triggers never
+reconcile one object at the same time. A pass starts from the newest body of the resource that
+its watch (or the pass's own status patch) delivered, and reads it from the API server only when
+none was delivered. The pass's result decides when the resource is looked at again.
 """
 from __future__ import annotations
 
@@ -34,14 +34,14 @@ log = logging.getLogger("lms_operator")
 MAX_CONCURRENT_PASSES = 16
 
 # Which waiting pass starts first: a child's event (a rollout finished: one status write from
-# Ready) before a spec change (a new resource: several applies), before the periodic sweep.
-# In arrival order alone, 1000 new resources kept every finished rollout waiting behind the
-# creation passes (bench/scale.py: 72 of 1000 Ready when the 1000th Deployment was applied).
-PRIORITY = {"child": 0, "spec": 1, "timer": 2}
+# Ready) before a spec change or a scheduled retry (a new resource: several applies), before the
+# periodic sweep. In arrival order alone, 1000 new resources kept every finished rollout waiting
+# behind the creation passes (bench/scale.py: 72 of 1000 Ready when the 1000th Deployment was
+# applied).
+PRIORITY = {"child": 0, "spec": 1, "retry": 1, "timer": 2}
 
 # After a pass fails (an API error), the resource's next pass waits this long, whichever trigger
-# asks for it: the spec trigger's kopf retry, a child's event and the sweep would otherwise retry
-# a failing API server at once.
+# asks for it: a child's event and the sweep would otherwise retry a failing API server at once.
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -96,6 +96,9 @@ class Runtime:
     slots: PrioritySlots = field(default_factory=lambda: PrioritySlots(MAX_CONCURRENT_PASSES))
     failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Failed passes in a row per resource, and when the last one failed (monotonic)."""
+    retries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    """The next look each resource asked for (a running Job's poll, a failed pass's retry)."""
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 RUNTIME = Runtime()
@@ -107,8 +110,33 @@ def _ctx() -> Context:
     return RUNTIME.ctx
 
 
+def spec_unhandled(body: dict[str, Any]) -> bool:
+    """Whether the resource's current generation has not had a pass yet (its status says so)."""
+    generation = (body.get("metadata") or {}).get("generation")
+    return generation != (body.get("status") or {}).get("observedGeneration")
+
+
+def schedule(namespace: str, name: str, delay: float | None) -> None:
+    """Look at the resource again in `delay` seconds (replacing the previous plan); None: never."""
+    key = f"{namespace}/{name}"
+    previous = RUNTIME.retries.pop(key, None)
+    if previous is not None:
+        previous.cancel()
+    if delay is None:
+        return
+
+    def fire() -> None:
+        RUNTIME.retries.pop(key, None)
+        if (namespace, name) in RUNTIME.known:
+            task = asyncio.ensure_future(reconcile_quietly(namespace, name, "retry"))
+            RUNTIME.tasks.add(task)
+            task.add_done_callback(RUNTIME.tasks.discard)
+
+    RUNTIME.retries[key] = asyncio.get_running_loop().call_later(delay, fire)
+
+
 async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | None:
-    """Reconcile the resource; None when it is gone or being deleted."""
+    """Reconcile the resource and plan its next look; None when it is gone or being deleted."""
     key = f"{namespace}/{name}"
     lock = RUNTIME.locks.setdefault(key, asyncio.Lock())
     RUNTIME.waiting[key] = RUNTIME.waiting.get(key, 0) + 1
@@ -120,7 +148,16 @@ async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | N
             async with RUNTIME.slots.slot(PRIORITY[trigger]):
                 RUNTIME.waiting[key] -= 1  # from here on this pass reads the newest body
                 started = True
-                return await _pass(namespace, name, key, trigger)
+                try:
+                    result = await _pass(namespace, name, key, trigger)
+                except Exception:
+                    failures = RUNTIME.failures.get(key, (0, 0.0))[0] + 1
+                    RUNTIME.failures[key] = (failures, time.monotonic())
+                    schedule(namespace, name, error_backoff(failures))
+                    raise
+                RUNTIME.failures.pop(key, None)
+                schedule(namespace, name, None if result is None or result.permanent else result.retry_after)
+                return result
     finally:
         if not started:
             RUNTIME.waiting[key] -= 1
@@ -140,11 +177,9 @@ async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | N
     except Exception as exc:
         metrics.ERRORS.labels(type=type(exc).__name__).inc()
         metrics.RECONCILES.labels(trigger=trigger, result="error").inc()
-        RUNTIME.failures[key] = (RUNTIME.failures.get(key, (0, 0.0))[0] + 1, time.monotonic())
         raise
     finally:
         metrics.DURATION.observe(time.monotonic() - started)
-    RUNTIME.failures.pop(key, None)
     if result.body is not None:
         _ctx().watched[schema.KIND].offer(key, result.body)
     outcome = "failed" if result.permanent else "retry" if result.retry_after else "ok"
@@ -153,16 +188,6 @@ async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | N
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
     return result
-
-
-def raise_for_kopf(result: Result | None) -> None:
-    """Translate a result into kopf's retry semantics for create/update/resume handlers."""
-    if result is None:
-        return
-    if result.permanent:
-        raise kopf.PermanentError(f"{result.phase}: {result.message}")
-    if result.retry_after is not None:
-        raise kopf.TemporaryError(f"{result.phase}: {result.message}", delay=result.retry_after)
 
 
 def owner_of(body: dict[str, Any]) -> tuple[str, str] | None:
@@ -200,7 +225,7 @@ async def child_changed(kind: str, event: dict[str, Any], namespace: str, name: 
 
 
 async def reconcile_quietly(namespace: str, name: str, trigger: str) -> None:
-    """For triggers that kopf does not retry (child events, sweeps): log instead of raising.
+    """Every trigger's way in: a failed pass is logged, and retried by its own schedule.
 
     A pass that is already waiting for this resource's lock will read the cluster after this
     trigger's change, so a second waiting pass adds nothing: child events (several Deployment
@@ -210,7 +235,7 @@ async def reconcile_quietly(namespace: str, name: str, trigger: str) -> None:
         return
     try:
         await reconcile_named(namespace, name, trigger)
-    except Exception as exc:  # the periodic sweep is the retry
+    except Exception as exc:
         log.warning("reconcile of %s/%s (%s) failed: %s", namespace, name, trigger, exc)
 
 

@@ -34,22 +34,24 @@ async def cleanup(**_: Any) -> None:
         driver.RUNTIME.sweeper.cancel()
 
 
-@kopf.on.resume(*LMS)
-@kopf.on.create(*LMS)
-@kopf.on.update(*LMS, field="spec")
-async def reconcile_lms(namespace: str, name: str, **_: Any) -> None:
-    driver.RUNTIME.known.add((namespace, name))
-    driver.raise_for_kopf(await driver.reconcile_named(namespace, name, "spec"))
-
-
 @kopf.on.event(*LMS)
-async def track_lms(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
-    driver.remember_event(schema.KIND, event, namespace, name)
-    if event.get("type") == "DELETED":
-        driver.RUNTIME.known.discard((namespace, name))
-        metrics.record_phase(f"{namespace}/{name}", None)
-    else:
-        driver.RUNTIME.known.add((namespace, name))
+async def lms_changed(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+    """A resource seen for the first time (created, or listed at start-up) or with a spec its
+    status has not caught up with gets a pass; other changes (its own status writes) do not.
+
+    Watch events alone drive the resource, so kopf keeps no handler state in it: no annotation
+    patch per create or spec change, and retries are planned by the pass's own result."""
+    body = driver.remember_event(schema.KIND, event, namespace, name)
+    if body is None:
+        if event.get("type") == "DELETED":
+            driver.RUNTIME.known.discard((namespace, name))
+            driver.schedule(namespace, name, None)
+            metrics.record_phase(f"{namespace}/{name}", None)
+        return
+    first = (namespace, name) not in driver.RUNTIME.known
+    driver.RUNTIME.known.add((namespace, name))
+    if first or driver.spec_unhandled(body):
+        await driver.reconcile_quietly(namespace, name, "spec")
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

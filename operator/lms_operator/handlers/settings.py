@@ -5,7 +5,6 @@ import logging
 
 import kopf
 
-ANNOTATION_PREFIX = "lms.dev"
 PEERING_NAME = "lms-operator"
 
 
@@ -37,14 +36,6 @@ def configure(settings: kopf.OperatorSettings, *, clusterwide: bool, standalone:
     # posts its step events explicitly, so "Handler succeeded" noise stays out of `kubectl describe`.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "lms-operator"
-    # Handler progress goes into annotations: the CRD's status schema is structural, so kopf's
-    # default status.kopf field would be pruned and retries would be forgotten.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
-    # No finalizers: children go by ownerReference garbage collection, so deleting a resource
-    # never waits for the operator (nor hangs when it is down).
-    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     # Peering: when the KopfPeering (or ClusterKopfPeering) object named lms-operator exists, only
     # the highest-priority replica acts; without it the operator runs standalone.
     settings.peering.name = PEERING_NAME
