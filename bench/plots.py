@@ -3,7 +3,7 @@
 
   serving.png   latency (p50, p99) and throughput vs concurrency, dynamic batching on/off
   compress.png  candidate variants: size ratio vs speed-up, coloured by the quality gate
-  scale.png     LargeModelServices Ready over time at N objects
+  scale.png     LargeModelServices Ready over time at N objects, against the cluster alone (--floor)
   gpu.png       MiniLM fp32 vs fp16 latency by batch size, distillation step GPU vs CPU
 
 Usage: bench/plots.py [--results bench/results]
@@ -106,12 +106,17 @@ def plot_scale(doc: dict[str, Any], out: Path) -> Path:
     mix = doc.get("cluster_requests_by_verb_resource") or {}
     fig, axes = plt.subplots(1, 2 if mix else 1, figsize=(13 if mix else 7, 4.5), squeeze=False)
     ax = axes[0][0]
-    ax.plot([p[0] for p in curve], [p[1] for p in curve], "-", lw=2)
+    ax.plot([p[0] for p in curve], [p[1] for p in curve], "-", lw=2, label="with the operator: LargeModelServices Ready")
+    floor = load(out.parent / "scale_floor.json")  # the same objects with no operator (bench/scale.py --floor)
+    if floor and floor.get("available_curve"):
+        fc = floor["available_curve"]
+        ax.plot([p[0] for p in fc], [p[1] for p in fc], "-", lw=1.5, color="tab:gray",
+                label=f"no operator (--floor): Deployments available, all at {floor.get('floor_all_available_s')} s")
     target = doc.get("objects", 0)
     ax.axhline(target, color="gray", lw=0.8, ls=":")
     ax.axvline(120, color="tab:red", lw=0.8, ls="--", label="target: all Ready in 120 s")
     ax.set_xlabel("seconds since the first create")
-    ax.set_ylabel("LargeModelServices Ready")
+    ax.set_ylabel("objects")
     ax.set_title(f"{target} objects: all Ready in {doc.get('all_ready_s')} s, apply->Deployment p99 "
                  f"{doc.get('apply_to_deployment_p99_s')} s, operator RSS {doc.get('operator_peak_rss_mib')} MiB",
                  fontsize=8)

@@ -25,7 +25,13 @@ its requests and any HTTP 429. Measured:
                               --paced-rate after the burst: one object's latency without a queue
 Results go to bench/results/scale.json.
 
-Usage: bench/scale.py [--objects 1000] [--keep] [--profile]
+With --floor no operator runs: the bench creates the same objects and server-side applies each
+one's Deployment, Service, HPA and PDB itself (the operator's writes, without its reads, status
+writes or queue), then times until every Deployment has an available replica. That is the
+cluster's own share of the work on this machine, a lower bound for all_ready_s; results go to
+bench/results/scale_floor.json.
+
+Usage: bench/scale.py [--objects 1000] [--floor] [--keep] [--profile]
 """
 from __future__ import annotations
 
@@ -50,6 +56,7 @@ from lms_sandbox.podrunner import kill_group
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "scale.json"
+FLOOR_OUT = ROOT / "bench" / "results" / "scale_floor.json"
 CACHE = Path(os.environ.get("LMS_CACHE_DIR", Path.home() / ".cache" / "lms"))
 TEACHER = ROOT / "examples" / "models" / "digits-teacher" / "model.pt"
 GROUP, VERSION, PLURAL = "serving.lms.dev", "v1alpha1", "largemodelservices"
@@ -302,6 +309,7 @@ class Recorder:
         self.created: dict[str, float] = {}          # name -> create call answered
         self.deployment_seen: dict[str, float] = {}  # lms name -> first Deployment event
         self.ready: dict[str, float] = {}            # lms name -> first status.phase Ready
+        self.available: dict[str, float] = {}        # lms name -> its Deployment's first available replica
         self.phases: dict[str, str] = {}
         self.pods_readied = 0
         self.pod_errors = 0
@@ -345,6 +353,8 @@ class Recorder:
             if owner:
                 with self.lock:
                     self.deployment_seen.setdefault(owner, t)
+                    if int((ev["object"].get("status") or {}).get("availableReplicas") or 0) > 0:
+                        self.available.setdefault(owner, t)
 
     POD_QUERY = "labelSelector=app.kubernetes.io%2Fpart-of%3Dlms"
 
@@ -496,11 +506,67 @@ def request_mix(before: dict[str, float], after: dict[str, float], top: int = 25
     return {"total": sum(diff.values()), "by_verb_resource": dict(ranked[:top])}
 
 
-def create_one(api: Api, rec: Recorder, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    """Create one object and record when the API server answered."""
-    api.request("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", manifest(name, namespace, spec))
+def create_one(api: Api, rec: Recorder, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Create one object and record when the API server answered; the created object."""
+    created = api.request("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", manifest(name, namespace, spec))
     with rec.lock:
         rec.created[name] = time.monotonic()
+    return created  # type: ignore[no-any-return]
+
+
+CHILD_PLURALS = {"Deployment": "deployments", "Service": "services", "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+                 "PodDisruptionBudget": "poddisruptionbudgets"}
+
+
+def create_with_children(api: Api, rec: Recorder, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Create one object, then server-side apply the four serving objects the operator would: its
+    writes without its reads, status or queue (the floor run, no operator)."""
+    from lms_operator.api import schema
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.api.version import version_key
+    from lms_operator.resources import meta
+    from lms_operator.resources.render import serving_objects
+    from lms_operator.resources.settings import BuildSettings
+
+    created = create_one(api, rec, namespace, name, spec)
+    lms = parse_spec(manifest(name, namespace, spec))
+    owner = meta.owner_reference(schema.API_VERSION, schema.KIND, name, created["metadata"]["uid"])
+    for obj in serving_objects(lms, version_key(lms), BuildSettings(), owner):
+        path = f"{ns_path(namespace, obj['apiVersion'], CHILD_PLURALS[obj['kind']])}/{obj['metadata']['name']}"
+        api.request("PATCH", path, obj, content_type="application/apply-patch+yaml", query="fieldManager=lms-floor&force=true")
+
+
+def measure_floor(api: Api, rec: Recorder, namespace: str, names: list[str], spec: dict[str, Any],
+                  workers: int, timeout: float) -> dict[str, Any]:
+    """The cluster's own share of the work: every object and its serving objects written at once by
+    the bench, then the time until every Deployment has an available replica. With no operator
+    running, this is a lower bound for all_ready_s on the same machine."""
+    cluster0 = apiserver_requests(api)
+    log(f"floor: creating {len(names)} LargeModelServices and applying their serving objects (no operator)")
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda name: create_with_children(api, rec, namespace, name, spec), names))
+    written_s = time.monotonic() - t0
+    log(f"floor: written in {written_s:.1f}s; waiting for every Deployment to be available")
+    deadline, last_log = t0 + timeout, 0.0
+    while len(rec.available) < len(names) and time.monotonic() < deadline:
+        if time.monotonic() - last_log > 10:
+            log(f"floor: {len(rec.available)}/{len(names)} Deployments available, {rec.pods_readied} pods readied")
+            last_log = time.monotonic()
+        time.sleep(0.5)
+    with rec.lock:
+        available = [rec.available[n] - t0 for n in names if n in rec.available]
+        lat = [rec.deployment_seen[n] - rec.created[n] for n in names if n in rec.deployment_seen]
+    cluster = request_mix(cluster0, apiserver_requests(api))
+    done = len(available) == len(names)
+    log(f"floor: {'all' if done else len(available)} Deployments available at {max(available, default=0):.1f}s")
+    return {"mode": "floor", "written_s": round(written_s, 2), "deployments_available": len(available),
+            "floor_all_available_s": round(max(available), 2) if done else None,
+            "apply_to_deployment_p50_s": round(percentile(lat, 50), 3) if lat else None,
+            "apply_to_deployment_p99_s": round(percentile(lat, 99), 3) if lat else None,
+            "pods_made_ready": rec.pods_readied, "cluster_requests_until_ready": cluster["total"],
+            "cluster_requests_by_verb_resource": cluster["by_verb_resource"],
+            "available_curve": ready_curve(available), "recorder_errors": rec.errors[:10]}
 
 
 def create_paced(api: Api, rec: Recorder, namespace: str, names: list[str], rate: float, spec: dict[str, Any]) -> None:
@@ -527,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", type=int, default=1000)
     p.add_argument("--namespace", default="scale")
     p.add_argument("--cluster-name", default="lms-scale")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT.relative_to(ROOT)} ({FLOOR_OUT.relative_to(ROOT)} with --floor)")
+    p.add_argument("--floor", action="store_true",
+                   help="no operator: the bench writes every object's serving objects itself and times the cluster alone")
     p.add_argument("--ready-timeout", type=float, default=900)
     p.add_argument("--recheck-timeout", type=float, default=600)
     p.add_argument("--idle-window", type=float, default=65, help="seconds to count requests once all are Ready")
@@ -538,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="run the first operator under cProfile; top functions in the JSON")
     p.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     args = p.parse_args(argv)
+    args.out = args.out or (FLOOR_OUT if args.floor else DEFAULT_OUT)
     if args.objects < 1:
         print("scale: --objects must be >= 1", file=sys.stderr)
         return 2
@@ -601,6 +670,16 @@ def main(argv: list[str] | None = None) -> int:
         publish_copies(template, repo_root, ns, names + paced_names, spec)
         log(f"published {len(names)} version folders (hard links) in {time.monotonic() - t:.1f}s")
 
+        rec = Recorder(api, ns)
+        rec.start()
+        time.sleep(1)
+        if args.floor:
+            result.update(measure_floor(api, rec, ns, names, spec, args.create_workers, args.ready_timeout))
+            result["load_average"] = os.getloadavg()
+            write_result(args.out, result)
+            log(f"wrote {args.out}")
+            return 0 if result["floor_all_available_s"] is not None else 1
+
         proxy_kc = work / "kubeconfig.proxy"
         proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faultproxy.py"), "--kubeconfig", str(kubeconfig),
                                   "--write-kubeconfig", str(proxy_kc), "--impersonate", OPERATOR_USER],
@@ -620,9 +699,6 @@ def main(argv: list[str] | None = None) -> int:
             req = urllib.request.Request(f"{proxy_url}/__faultproxy/reset", data=b"{}", method="POST")
             urllib.request.urlopen(req, timeout=10).read()
 
-        rec = Recorder(api, ns)
-        rec.start()
-        time.sleep(1)
         metrics_port = free_port()
         profile = work / "operator.prof" if args.profile else None
         operator = Operator(proxy_kc, ns, repo_root, metrics_port, work / "operator.log", profile, args.resync_seconds)
@@ -665,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
         result["apply_to_deployment_p99_s"] = round(percentile(lat, 99), 3) if lat else None
         result["apply_to_deployment_max_s"] = round(max(lat), 3) if lat else None
         result["deployments_seen"] = len(seen)
+        with rec.lock:
+            available = list(rec.available.values())
+        result["all_deployments_available_s"] = round(max(available) - t0, 2) if len(available) >= args.objects else None
         result["ready_curve"] = ready_curve([v - t0 for v in ready.values()])
         result["api_requests"] = stats_ready["requests"]
         result["http_429"] = stats_ready["http_429"]
