@@ -41,5 +41,6 @@ def test_only_watch_handlers_so_kopf_writes_nothing_into_resources() -> None:
     assert {h.id for h in registry._watching.get_all_handlers()} >= {"lms_changed", "deployment_changed", "job_changed"}
     settings = kopf.OperatorSettings()
     configure(settings, clusterwide=False, standalone=False)
+    assert settings.persistence.diffbase_storage.build(body=kopf.Body({"spec": {"model": {}}})) == {}
     assert settings.peering.name == "lms-operator" and not settings.peering.mandatory
     assert settings.watching.client_timeout > settings.watching.server_timeout

@@ -381,3 +381,23 @@ def test_cache_hit_reads_no_job_and_a_watched_job_is_not_read_again(kube: FakeKu
     (version / ".complete").write_text("")
     ctx.watched["Job"].drop(f"{NS}/{job_name}")
     assert ("get", "Job") not in pass_calls(kube, ctx)  # published: the repository answers
+
+
+def test_a_spec_is_validated_once_per_generation(minilm_manifest: dict[str, Any]) -> None:
+    from lms_operator.api.spec import SpecError
+    from lms_operator.reconcile.run import parsed_spec
+
+    ctx = Context(kube=None, settings=BuildSettings())  # type: ignore[arg-type]
+    body = copy.deepcopy(minilm_manifest)
+    body["metadata"].update(namespace=NS, uid="uid-1", generation=1)
+    first = parsed_spec(ctx, body)
+    assert parsed_spec(ctx, copy.deepcopy(body)) is first and len(ctx.specs) == 1
+    body["metadata"]["generation"] = 2
+    body["spec"]["serving"]["maxBatchSize"] = 7
+    assert parsed_spec(ctx, body).spec.serving.max_batch_size == 7
+    body["metadata"]["generation"] = 3
+    body["spec"]["serving"]["device"] = "gpu"  # invalid without resources.gpu: raised on every pass, never kept
+    for _ in range(2):
+        with pytest.raises(SpecError):
+            parsed_spec(ctx, body)
+    assert set(ctx.specs) == {("uid-1", 1), ("uid-1", 2)}

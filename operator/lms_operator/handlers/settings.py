@@ -2,10 +2,27 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
 PEERING_NAME = "lms-operator"
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's record of the last handled spec, for change-detecting handlers; the operator has
+    none, and building the record deep-copied every watched body (5% of its CPU at 1000
+    resources), so there is nothing to build or store."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def configure(settings: kopf.OperatorSettings, *, clusterwide: bool, standalone: bool,
@@ -36,6 +53,7 @@ def configure(settings: kopf.OperatorSettings, *, clusterwide: bool, standalone:
     # posts its step events explicitly, so "Handler succeeded" noise stays out of `kubectl describe`.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "lms-operator"
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Peering: when the KopfPeering (or ClusterKopfPeering) object named lms-operator exists, only
     # the highest-priority replica acts; without it the operator runs standalone.
     settings.peering.name = PEERING_NAME

@@ -35,7 +35,10 @@ def is_newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
 
 @dataclass
 class BodyCache:
-    """By "namespace/name", for one kind: the newest body seen, and the version a deletion was seen at."""
+    """By "namespace/name", for one kind: the newest body seen, and the version a deletion was seen at.
+
+    A body is copied once when offered (the caller's dict may change later) and then shared:
+    passes only read it. Copying on every read too was 4% of the operator's CPU at 1000 resources."""
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     deleted_at: dict[str, int | None] = field(default_factory=dict)
 
@@ -49,8 +52,8 @@ class BodyCache:
             self.bodies[key] = copy.deepcopy(body)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        found = self.bodies.get(key)
-        return copy.deepcopy(found) if found is not None else None
+        """The newest body (shared: do not modify it)."""
+        return self.bodies.get(key)
 
     def drop(self, key: str, body: dict[str, Any] | None = None) -> None:
         """The object was deleted (body: its last state, whose version bounds what may follow)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lms_operator.api import schema
+from lms_operator.api.spec import LargeModelService
 from lms_operator.k8s.bodies import BodyCache
 from lms_operator.k8s.client import Kube
 from lms_operator.reconcile.applied import AppliedCache
@@ -23,6 +24,8 @@ class Context:
     """The serving bodies last applied per resource (skips identical re-applies)."""
     claims: ClaimCache = field(default_factory=ClaimCache)
     """Bound repository claims seen recently (skips a GET per pass)."""
+    specs: dict[tuple[str, int], LargeModelService] = field(default_factory=dict)
+    """Validated specs by (uid, generation), oldest first."""
     watched: dict[str, BodyCache] = field(
         default_factory=lambda: {kind: BodyCache() for kind in (schema.KIND, "Deployment", "Job")})
     """The resources and their children as their watches last delivered them, by kind; fed by the
