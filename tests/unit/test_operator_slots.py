@@ -106,11 +106,20 @@ def test_error_backoff_grows_and_is_capped() -> None:
     assert [error_backoff(n) for n in range(7)] == [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 30.0]
 
 
-def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch: Any) -> None:
+def _runtime_with(monkeypatch: Any, reconcile: Any) -> Any:
     from lms_operator.handlers import driver
-    from lms_operator.reconcile.run import Result
 
-    starts: list[float] = []
+    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
+    runtime.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})  # type: ignore[union-attr]
+    runtime.known.add(("ns", "m"))
+    monkeypatch.setattr(driver, "RUNTIME", runtime)
+    monkeypatch.setattr(driver, "reconcile", reconcile)
+    return runtime
+
+
+def _failing_once(starts: list[float]) -> Any:
+    """A reconcile that fails with an API error the first time, then succeeds; start times in `starts`."""
+    from lms_operator.reconcile.run import Result
 
     async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
         starts.append(asyncio.get_running_loop().time())
@@ -118,10 +127,14 @@ def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch:
             raise RuntimeError("500 from the API server")
         return Result("Ready", "serving")
 
-    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
-    runtime.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})  # type: ignore[union-attr]
-    monkeypatch.setattr(driver, "RUNTIME", runtime)
-    monkeypatch.setattr(driver, "reconcile", reconcile)
+    return reconcile
+
+
+def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch: Any) -> None:
+    from lms_operator.handlers import driver
+
+    starts: list[float] = []
+    runtime = _runtime_with(monkeypatch, _failing_once(starts))
 
     async def scenario() -> None:
         try:
@@ -133,17 +146,6 @@ def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch:
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.95
     assert "ns/m" not in runtime.failures  # a pass that succeeds clears the back-off
-
-
-def _runtime_with(monkeypatch: Any, reconcile: Any) -> Any:
-    from lms_operator.handlers import driver
-
-    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
-    runtime.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})  # type: ignore[union-attr]
-    runtime.known.add(("ns", "m"))
-    monkeypatch.setattr(driver, "RUNTIME", runtime)
-    monkeypatch.setattr(driver, "reconcile", reconcile)
-    return runtime
 
 
 def test_a_pass_plans_the_next_look_its_result_asks_for(monkeypatch: Any) -> None:
@@ -171,17 +173,9 @@ def test_a_pass_plans_the_next_look_its_result_asks_for(monkeypatch: Any) -> Non
 
 def test_a_failed_pass_is_retried_after_the_back_off_without_another_trigger(monkeypatch: Any) -> None:
     from lms_operator.handlers import driver
-    from lms_operator.reconcile.run import Result
 
     starts: list[float] = []
-
-    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
-        starts.append(asyncio.get_running_loop().time())
-        if len(starts) == 1:
-            raise RuntimeError("500 from the API server")
-        return Result("Ready", "serving")
-
-    runtime = _runtime_with(monkeypatch, reconcile)
+    runtime = _runtime_with(monkeypatch, _failing_once(starts))
 
     async def scenario() -> None:
         await driver.reconcile_quietly("ns", "m", "spec")

@@ -127,7 +127,9 @@ def schedule(namespace: str, name: str, delay: float | None) -> None:
 
     def fire() -> None:
         RUNTIME.retries.pop(key, None)
-        if (namespace, name) in RUNTIME.known:
+        lock = RUNTIME.locks.get(key)
+        busy = RUNTIME.waiting.get(key, 0) > 0 or (lock is not None and lock.locked())
+        if (namespace, name) in RUNTIME.known and not busy:  # a pass under way plans the next look itself
             task = asyncio.ensure_future(reconcile_quietly(namespace, name, "retry"))
             RUNTIME.tasks.add(task)
             task.add_done_callback(RUNTIME.tasks.discard)
