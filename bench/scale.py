@@ -514,16 +514,13 @@ def create_one(api: Api, rec: Recorder, namespace: str, name: str, spec: dict[st
     return created  # type: ignore[no-any-return]
 
 
-CHILD_PLURALS = {"Deployment": "deployments", "Service": "services", "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-                 "PodDisruptionBudget": "poddisruptionbudgets"}
-
-
 def create_with_children(api: Api, rec: Recorder, namespace: str, name: str, spec: dict[str, Any]) -> None:
     """Create one object, then server-side apply the four serving objects the operator would: its
     writes without its reads, status or queue (the floor run, no operator)."""
     from lms_operator.api import schema
     from lms_operator.api.spec import parse_spec
     from lms_operator.api.version import version_key
+    from lms_operator.k8s import paths
     from lms_operator.resources import meta
     from lms_operator.resources.render import serving_objects
     from lms_operator.resources.settings import BuildSettings
@@ -532,7 +529,7 @@ def create_with_children(api: Api, rec: Recorder, namespace: str, name: str, spe
     lms = parse_spec(manifest(name, namespace, spec))
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, name, created["metadata"]["uid"])
     for obj in serving_objects(lms, version_key(lms), BuildSettings(), owner):
-        path = f"{ns_path(namespace, obj['apiVersion'], CHILD_PLURALS[obj['kind']])}/{obj['metadata']['name']}"
+        path = paths.item(obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"])
         api.request("PATCH", path, obj, content_type="application/apply-patch+yaml", query="fieldManager=lms-floor&force=true")
 
 

@@ -99,6 +99,7 @@ class Runtime:
     retries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     """The next look each resource asked for (a running Job's poll, a failed pass's retry)."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """Passes started by a planned look (held so that they are not garbage-collected mid-run)."""
 
 
 RUNTIME = Runtime()
@@ -200,6 +201,14 @@ def owner_of(body: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def forget(namespace: str, name: str) -> None:
+    """The resource was deleted: no sweep, planned look or back-off for it any more."""
+    RUNTIME.known.discard((namespace, name))
+    schedule(namespace, name, None)
+    RUNTIME.failures.pop(f"{namespace}/{name}", None)
+    metrics.record_phase(f"{namespace}/{name}", None)
+
+
 def remember_event(kind: str, event: dict[str, Any], namespace: str, name: str) -> dict[str, Any] | None:
     """Keep a watch event's body as the newest of its object; the body, None when deleted."""
     body = event.get("object")
@@ -219,9 +228,9 @@ async def child_changed(kind: str, event: dict[str, Any], namespace: str, name: 
     if body is None:
         return
     owner = owner_of(body)
-    # An owner the resource watch has not delivered yet gets its own create/resume pass (on a
-    # restart the children's lists often arrive first); one that is gone leaves its children to
-    # garbage collection.
+    # An owner the resource watch has not delivered yet gets its own first pass when it is
+    # delivered (on a restart the children's lists often arrive first); one that is gone leaves
+    # its children to garbage collection.
     if owner is not None and owner in RUNTIME.known:
         await reconcile_quietly(owner[0], owner[1], "child")
 

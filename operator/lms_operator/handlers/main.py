@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from lms_operator.api import schema
-from lms_operator.handlers import driver, metrics
+from lms_operator.handlers import driver
 from lms_operator.handlers.options import OPTIONS
 from lms_operator.handlers.settings import configure
 
@@ -44,9 +44,7 @@ async def lms_changed(event: dict[str, Any], namespace: str, name: str, **_: Any
     body = driver.remember_event(schema.KIND, event, namespace, name)
     if body is None:
         if event.get("type") == "DELETED":
-            driver.RUNTIME.known.discard((namespace, name))
-            driver.schedule(namespace, name, None)
-            metrics.record_phase(f"{namespace}/{name}", None)
+            driver.forget(namespace, name)
         return
     first = (namespace, name) not in driver.RUNTIME.known
     driver.RUNTIME.known.add((namespace, name))
