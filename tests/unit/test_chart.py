@@ -239,7 +239,7 @@ def test_operator_container_is_hardened_and_probed() -> None:
 
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
 def test_operator_args_are_accepted_by_lms_operator(values: str) -> None:
-    from lms_operator.handlers.command import register
+    from lms_operator.cli.operator import register
 
     docs = render(VALUE_SETS[values])
     (c,) = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]

@@ -16,7 +16,7 @@ COMMAND_MODULES = (
     "lms_operator.api.command",          # render, validate
     "lms_operator.compression.command",  # compress
     "lms_operator.serving.command",      # serve, infer, bench
-    "lms_operator.handlers.command",     # operator
+    "lms_operator.cli.operator",         # operator
 )
 
 
