@@ -7,7 +7,7 @@ from lms_operator.api import status as st
 from lms_operator.reconcile.applied import (DIGEST_ANNOTATION, REAPPLY_AFTER, Applied, AppliedCache,
                                             bodies_digest, needs_apply, stamped)
 from lms_operator.reconcile.claims import ClaimCache
-from lms_operator.reconcile.run import RETRY_COMPRESSING, RETRY_DEPLOYING, next_look
+from lms_operator.reconcile.run import RETRY_COMPRESSING, RETRY_DEPLOYING, requeue_policy
 
 BODIES = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "m-triton", "namespace": "t"},
            "spec": {"replicas": 1}},
@@ -71,9 +71,9 @@ def test_claim_cache_remembers_only_ready_claims_within_the_ttl() -> None:
     assert cache.fresh("t", "c", now=1.0) is None
 
 
-def test_next_look() -> None:
-    assert next_look("running", st.COMPRESSING, False) == (RETRY_COMPRESSING, False)
-    assert next_look("failed", st.FAILED, True) == (None, True)
-    assert next_look("published", st.DEPLOYING, True) == (None, False)  # the Deployment watch reports it
-    assert next_look("published", st.DEPLOYING, False) == (RETRY_DEPLOYING, False)
-    assert next_look("published", st.READY_PHASE, True) == (None, False)
+def test_requeue_policy() -> None:
+    assert requeue_policy("running", st.COMPRESSING, False) == (RETRY_COMPRESSING, False)
+    assert requeue_policy("failed", st.FAILED, True) == (None, True)
+    assert requeue_policy("published", st.DEPLOYING, True) == (None, False)  # the Deployment watch reports it
+    assert requeue_policy("published", st.DEPLOYING, False) == (RETRY_DEPLOYING, False)
+    assert requeue_policy("published", st.READY_PHASE, True) == (None, False)

@@ -157,7 +157,7 @@ def kinds(kube: FakeKube) -> set[str]:
 def test_missing_claim_waits_without_creating_anything(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
     add_lms(kube, minilm_manifest)
     result, status = run(kube)
-    assert result.retry_after and not result.permanent
+    assert result.requeue_after and not result.permanent
     assert status["phase"] == st.PENDING
     repo = next(c for c in status["conditions"] if c["type"] == st.REPOSITORY_READY)
     assert (repo["status"], repo["reason"]) == ("False", st.CLAIM_NOT_FOUND)
@@ -169,7 +169,7 @@ def test_full_path_job_then_serving_then_ready(kube: FakeKube, minilm_manifest: 
     add_claim(kube)
     key = key_of(minilm_manifest)
     result, status = run(kube)
-    assert status["phase"] == st.COMPRESSING and result.retry_after
+    assert status["phase"] == st.COMPRESSING and result.requeue_after
     assert kube.writes == [("create", "Job", meta.child_name("minilm", f"compress-{key[:10]}"))]
     job = next(o for (_, k, _, _), o in kube.objects.items() if k == "Job")
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
@@ -185,7 +185,7 @@ def test_full_path_job_then_serving_then_ready(kube: FakeKube, minilm_manifest: 
 
     ready_deployment(kube)
     result, status = run(kube)
-    assert status["phase"] == st.READY and result.retry_after is None and not result.permanent
+    assert status["phase"] == st.READY and result.requeue_after is None and not result.permanent
     assert status["modelVersion"] == key and status["readyReplicas"] == 1
     assert status["endpoint"]["http"] == f"http://minilm-triton.{NS}.svc:8000"
     writes = len(kube.writes)
@@ -341,7 +341,7 @@ def test_deploying_waits_for_the_deployment_watch_not_a_timer(kube: FakeKube,
     finish_job(kube, key_of(minilm_manifest), "minilm", 0, GATE_OK)
     result, status = run(kube)
     assert status["phase"] == st.DEPLOYING
-    assert result.retry_after is None and not result.permanent
+    assert result.requeue_after is None and not result.permanent
 
 
 def test_result_carries_the_patched_body_only_when_status_was_written(kube: FakeKube,

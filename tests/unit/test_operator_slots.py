@@ -161,7 +161,7 @@ def test_a_pass_plans_the_next_look_its_result_asks_for(monkeypatch: Any) -> Non
     from lms_operator.handlers import driver
     from lms_operator.reconcile.run import Result
 
-    results = [Result("Compressing", "Job running", retry_after=0.2), Result("Ready", "serving")]
+    results = [Result("Compressing", "Job running", requeue_after=0.2), Result("Ready", "serving")]
     starts: list[float] = []
 
     async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:

@@ -159,7 +159,7 @@ async def reconcile_named(namespace: str, name: str, trigger: str) -> Result | N
                     schedule(namespace, name, error_backoff(failures))
                     raise
                 RUNTIME.failures.pop(key, None)
-                schedule(namespace, name, None if result is None or result.permanent else result.retry_after)
+                schedule(namespace, name, None if result is None or result.permanent else result.requeue_after)
                 return result
     finally:
         if not started:
@@ -185,7 +185,7 @@ async def _pass(namespace: str, name: str, key: str, trigger: str) -> Result | N
         metrics.DURATION.observe(time.monotonic() - started)
     if result.body is not None:
         _ctx().watched[schema.KIND].offer(key, result.body)
-    outcome = "failed" if result.permanent else "retry" if result.retry_after else "ok"
+    outcome = "failed" if result.permanent else "retry" if result.requeue_after else "ok"
     metrics.RECONCILES.labels(trigger=trigger, result=outcome).inc()
     metrics.record_phase(key, result.phase)
     for event in result.events:

@@ -45,7 +45,7 @@ class Result:
     """What happened: the new phase, events to post, and whether (and when) to look again."""
     phase: str
     message: str
-    retry_after: float | None = None
+    requeue_after: float | None = None
     permanent: bool = False
     events: list[Event] = field(default_factory=list)
     body: dict[str, Any] | None = None
@@ -127,7 +127,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         obs.serving = await read_serving(ctx, lms)
         new = st.derive_status(obs, previous, now_rfc3339())
         written = await _write(ctx, namespace, name, previous, new, None)
-        return Result(new["phase"], obs.repository.message, retry_after=RETRY_CLAIM,
+        return Result(new["phase"], obs.repository.message, requeue_after=RETRY_CLAIM,
                       events=[Event("Warning", obs.repository.reason, obs.repository.message)], body=written)
 
     outcome, notes = await ensure_compression(ctx, lms, key, owner, previous)
@@ -152,12 +152,12 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         warn = new["phase"] in (st.FAILED, st.DEGRADED)
         events.append(Event("Warning" if warn else "Normal", f"Phase{new['phase']}", new.get("message", "")))
     result = Result(new["phase"], new.get("message", ""), events=events, body=written)
-    result.retry_after, result.permanent = next_look(outcome.state, new["phase"], obs.serving is not None)
+    result.requeue_after, result.permanent = requeue_policy(outcome.state, new["phase"], obs.serving is not None)
     return result
 
 
-def next_look(compression_state: str, phase: str, deployment_exists: bool) -> tuple[float | None, bool]:
-    """(retry_after, permanent) after a pass.
+def requeue_policy(compression_state: str, phase: str, deployment_exists: bool) -> tuple[float | None, bool]:
+    """(requeue_after, permanent) after a pass.
 
     A running Job is polled (its result is read from the Job's pods); a Deployment that exists
     reports its rollout through the Deployment watch, which reconciles again, so a timed retry
