@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds (or reuses) the pinned control-plane binaries the sandbox and the e2e
-# tests need, from the wrapper Go modules next to this script. Binaries land in
+# Builds (or reuses) the pinned control-plane binaries and the S3 server the sandbox
+# and the e2e tests need, from the wrapper Go modules next to this script. Binaries land in
 # $LMS_TOOLS_DIR/<component>-<version>/ (outside the repository, so a clean
 # clone reuses them) and are linked into $LMS_TOOLS_DIR/current/. The last
 # line printed is that folder.
@@ -14,6 +14,7 @@ KUBE_VERSION=v1.36.3
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+VERSITYGW_VERSION=v1.8.0
 # Fixed so that rebuilding the same version links the same binary.
 BUILD_DATE=2026-01-01T00:00:00Z
 
@@ -91,5 +92,9 @@ build kwok "$KWOK_VERSION" kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$K
 
 build helm "$HELM_VERSION" helm "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
   helm.sh/helm/v3/cmd/helm
+
+# The sandbox's S3-compatible object store (posix backend), a host process like the control plane.
+build versitygw "$VERSITYGW_VERSION" versitygw "-s -w -X main.Version=$VERSITYGW_VERSION -X main.Build=release -X main.BuildTime=$BUILD_DATE" \
+  github.com/versity/versitygw/cmd/versitygw
 
 echo "$CURRENT"
