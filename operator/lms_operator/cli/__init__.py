@@ -1,22 +1,22 @@
-"""The `lms` command line.
+"""The `lms` command line: the top floor of the package.
 
-Each area of the project registers its own subcommands from a light `command`
-module (argparse only); the work itself is imported when the subcommand runs,
-so `lms render` or `lms operator` never pull in torch.
+One module per command group registers its subcommands (argparse only); the work itself is
+imported inside each command when it runs, so `lms render` or `lms operator` never pull in
+torch. Nothing below this package imports it (tests/unit/test_import_layers.py).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from lms_operator import __version__
+from lms_operator.cli import compress, model, operator, serve
 
-COMMAND_MODULES = (
-    "lms_operator.api.command",          # render, validate
-    "lms_operator.compression.command",  # compress
-    "lms_operator.serving.command",      # serve, infer, bench
-    "lms_operator.cli.operator",         # operator
+COMMAND_GROUPS = (
+    model,     # render, validate, crd
+    compress,  # compress, digest
+    serve,     # serve, infer, bench
+    operator,  # operator
 )
 
 
@@ -24,14 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lms", description="LargeModelService: compress, serve and operate models.")
     parser.add_argument("--version", action="version", version=f"lms {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(subparsers)
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
     return parser
 
 
@@ -45,7 +39,3 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

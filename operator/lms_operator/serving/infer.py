@@ -55,7 +55,7 @@ def describe_logits(logits: np.ndarray) -> str:
 
 def infer_command(args: argparse.Namespace) -> int:
     from lms_operator.serving.client import Client, split_endpoint
-    from lms_operator.serving.command import default_repository
+    from lms_operator.serving.triton import default_repository
     from lms_operator.serving.tokenize import encode, load_tokenizer
 
     if bool(args.text) == bool(args.vector):

@@ -37,6 +37,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("LMS_CACHE", Path.home() / ".cache" / "lms"))
 
 
+def default_repository() -> Path:
+    """Where `lms serve` publishes and `lms infer` looks for a tokenizer when none is given."""
+    return cache_root() / "repository"
+
+
 def pytriton_root() -> Path:
     """Folder of the installed pytriton package (found without importing it)."""
     spec = importlib.util.find_spec("pytriton")

@@ -2,12 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-
-def default_repository() -> Path:
-    return Path(os.environ.get("LMS_CACHE", Path.home() / ".cache" / "lms")) / "repository"
 
 
 def _concurrencies(text: str) -> list[int]:
@@ -69,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run_serve(args: argparse.Namespace) -> int:
     from lms_operator.serving.serve import serve
+    from lms_operator.serving.triton import default_repository
 
     return serve(args.spec, args.repository or default_repository(), args.http_port, args.grpc_port, args.metrics_port,
                  model_dir=args.model_dir, ready_timeout=args.ready_timeout, log_path=args.log)
