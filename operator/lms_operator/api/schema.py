@@ -199,8 +199,12 @@ SERVING = obj({
         "preferredBatchSizes": array(integer(minimum=1, maximum=1024), max_items=8),
     }, "Triton's dynamic batcher.", default={}),
     "instances": integer("Model instances per pod.", minimum=1, maximum=16, default=1),
-    "sequenceLength": integer("Tokens per request the gate, benchmark and clients use.", minimum=8, maximum=8192,
-                              default=128),
+    "sequenceLength": integer("Tokens per request the gate, benchmark and clients use; also the server-side "
+                              "tokenizer's limit for text requests.", minimum=8, maximum=8192, default=128),
+    "text": obj({
+        "truncation": boolean("Texts longer than sequenceLength tokens are truncated (the response's `truncated` "
+                              "output says so); false refuses them with an error.", default=True),
+    }, "The text-in model served next to the token-level model for text tasks.", default={}),
 }, "How the compressed model is served.", default={}, rules=[
     rule("self.device != 'gpu' || self.resources.gpu >= 1", "device gpu needs resources.gpu >= 1", ".resources.gpu"),
     rule("self.device != 'cpu' || self.resources.gpu == 0", "device cpu must not request GPUs", ".resources.gpu"),

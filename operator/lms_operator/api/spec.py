@@ -109,6 +109,7 @@ class ServingSpec:
     dynamic_batching: DynamicBatchingSpec | None
     instances: int
     sequence_length: int
+    text_truncation: bool = True
 
     @property
     def threads(self) -> int:
@@ -247,6 +248,7 @@ def _build(d: dict[str, Any]) -> Spec:
             if batching["enabled"] else None,
             instances=serv["instances"],
             sequence_length=serv["sequenceLength"],
+            text_truncation=serv["text"]["truncation"],
         ),
         autoscaling=AutoscalingSpec(auto["minReplicas"], auto["maxReplicas"], auto["metric"], auto["target"]),
         repository=RepositorySpec(repo.get("pvc"), repo.get("uri")),

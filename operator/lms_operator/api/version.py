@@ -24,7 +24,7 @@ def version_inputs(lms: LargeModelService) -> dict[str, Any]:
         "model": lms.raw_spec["model"],
         "compression": lms.raw_spec["compression"],
         "serving": {key: serving[key] for key in ("device", "maxBatchSize", "dynamicBatching", "instances",
-                                                   "sequenceLength")}
+                                                   "sequenceLength", "text")}
         | {"threads": lms.spec.serving.threads},
         "name": lms.name,
     }
