@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lms_operator.handlers.driver import owner_of
+from lms_operator.runtime.controller import owner_of
 from lms_operator.k8s import errors
 from lms_operator.k8s.client import FIELD_MANAGER, Kube
 from lms_operator.reconcile.serving import observe_deployment

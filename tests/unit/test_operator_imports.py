@@ -18,14 +18,14 @@ def test_operator_command_is_registered() -> None:
     from lms_operator.cli import build_parser
 
     args = build_parser().parse_args(["operator", "--namespace", "a", "--namespace", "b", "--metrics-port", "0"])
-    assert args.namespaces == ["a", "b"] and not args.all_namespaces and args.metrics_port == 0
+    assert args.namespaces == ["a", "b"] and not args.clusterwide and args.metrics_port == 0
 
 
 def test_operator_refuses_missing_repository_root(tmp_path: object) -> None:
     done = subprocess.run([sys.executable, "-m", "lms_operator.cli", "operator", "-A", "--repository-root",
                            "/nonexistent/lms"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "--repository-root /nonexistent/lms: not a directory" in done.stderr
+    assert "--repository-root: not a directory (got '/nonexistent/lms')" in done.stderr
 
 
 def test_only_watch_handlers_so_kopf_writes_nothing_into_resources() -> None:

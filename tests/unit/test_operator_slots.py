@@ -1,10 +1,13 @@
-"""Waiting reconcile passes start by priority (finished rollouts first), then in arrival order; child events."""
+"""The Controller: passes start by priority (finished rollouts first), then in arrival order; child events,
+backoff and requeues. Each test builds its own Controller (no process-wide state to patch)."""
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from lms_operator.handlers.driver import PRIORITY, PrioritySlots
+from lms_operator.reconcile.run import Result
+from lms_operator.runtime.controller import PRIORITY, Controller, error_backoff, spec_unhandled
+from lms_operator.runtime.slots import PrioritySlots
 from lms_operator.reconcile.context import Context
 from lms_operator.resources.settings import BuildSettings
 
@@ -35,9 +38,9 @@ async def _admission_order(arrivals: list[tuple[str, int]], limit: int = 1) -> l
 
 
 def test_children_overtake_specs_which_overtake_the_sweep() -> None:
-    arrivals = [("sweep", PRIORITY["timer"]), ("new-a", PRIORITY["spec"]), ("rollout-a", PRIORITY["child"]),
+    arrivals = [("resync", PRIORITY["resync"]), ("new-a", PRIORITY["spec"]), ("rollout-a", PRIORITY["child"]),
                 ("new-b", PRIORITY["spec"]), ("rollout-b", PRIORITY["child"])]
-    assert asyncio.run(_admission_order(arrivals)) == ["rollout-a", "rollout-b", "new-a", "new-b", "sweep"]
+    assert asyncio.run(_admission_order(arrivals)) == ["rollout-a", "rollout-b", "new-a", "new-b", "resync"]
 
 
 def test_a_cancelled_waiter_does_not_lose_the_slot() -> None:
@@ -79,42 +82,33 @@ def test_no_wait_below_the_limit() -> None:
     assert asyncio.run(scenario()) == 0
 
 
-def test_a_child_event_reconciles_only_an_owner_the_resource_watch_delivered(monkeypatch: Any) -> None:
-    from lms_operator.handlers import driver
-
+def test_a_child_event_reconciles_only_an_owner_the_resource_watch_delivered() -> None:
     calls: list[tuple[str, str, str]] = []
 
-    async def fake_reconcile(namespace: str, name: str, trigger: str) -> None:
+    async def fake_enqueue(namespace: str, name: str, trigger: str) -> None:
         calls.append((namespace, name, trigger))
 
-    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
-    monkeypatch.setattr(driver, "RUNTIME", runtime)
-    monkeypatch.setattr(driver, "reconcile_quietly", fake_reconcile)
+    controller = Controller(Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
+    controller.enqueue = fake_enqueue  # type: ignore[method-assign]
     deployment = {"metadata": {"name": "m-triton", "namespace": "ns", "resourceVersion": "3",
                                "ownerReferences": [{"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService",
                                                     "name": "m"}]}}
-    asyncio.run(driver.child_changed("Deployment", {"type": None, "object": deployment}, "ns", "m-triton"))
-    assert calls == [] and runtime.ctx.watched["Deployment"].get("ns/m-triton") is not None
-    runtime.known.add(("ns", "m"))
-    asyncio.run(driver.child_changed("Deployment", {"type": "MODIFIED", "object": deployment}, "ns", "m-triton"))
+    asyncio.run(controller.child_changed("Deployment", {"type": None, "object": deployment}, "ns", "m-triton"))
+    assert calls == [] and controller.ctx.watched["Deployment"].get("ns/m-triton") is not None
+    controller.known.add(("ns", "m"))
+    asyncio.run(controller.child_changed("Deployment", {"type": "MODIFIED", "object": deployment}, "ns", "m-triton"))
     assert calls == [("ns", "m", "child")]
 
 
 def test_error_backoff_grows_and_is_capped() -> None:
-    from lms_operator.handlers.driver import error_backoff
-
     assert [error_backoff(n) for n in range(7)] == [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 30.0]
 
 
-def _runtime_with(monkeypatch: Any, reconcile: Any) -> Any:
-    from lms_operator.handlers import driver
-
-    runtime = driver.Runtime(ctx=Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
-    runtime.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})  # type: ignore[union-attr]
-    runtime.known.add(("ns", "m"))
-    monkeypatch.setattr(driver, "RUNTIME", runtime)
-    monkeypatch.setattr(driver, "reconcile", reconcile)
-    return runtime
+def _controller_with(reconcile: Any) -> Controller:
+    controller = Controller(Context(kube=None, settings=BuildSettings()), reconciler=reconcile)  # type: ignore[arg-type]
+    controller.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})
+    controller.known.add(("ns", "m"))
+    return controller
 
 
 async def _until(done: Any, timeout: float = 10.0) -> None:
@@ -128,8 +122,6 @@ async def _until(done: Any, timeout: float = 10.0) -> None:
 
 def _failing_once(starts: list[float]) -> Any:
     """A reconcile that fails with an API error the first time, then succeeds; start times in `starts`."""
-    from lms_operator.reconcile.run import Result
-
     async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
         starts.append(asyncio.get_running_loop().time())
         if len(starts) == 1:
@@ -139,28 +131,23 @@ def _failing_once(starts: list[float]) -> Any:
     return reconcile
 
 
-def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger(monkeypatch: Any) -> None:
-    from lms_operator.handlers import driver
-
+def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger() -> None:
     starts: list[float] = []
-    runtime = _runtime_with(monkeypatch, _failing_once(starts))
+    controller = _controller_with(_failing_once(starts))
 
     async def scenario() -> None:
         try:
-            await driver.reconcile_named("ns", "m", "spec")
+            await controller.reconcile("ns", "m", "spec")
         except RuntimeError:
             pass
-        await driver.reconcile_named("ns", "m", "child")  # another trigger, at once
+        await controller.reconcile("ns", "m", "child")  # another trigger, at once
 
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.95
-    assert "ns/m" not in runtime.failures  # a pass that succeeds clears the back-off
+    assert "ns/m" not in controller.failures  # a pass that succeeds clears the backoff
 
 
-def test_a_pass_plans_the_next_look_its_result_asks_for(monkeypatch: Any) -> None:
-    from lms_operator.handlers import driver
-    from lms_operator.reconcile.run import Result
-
+def test_a_pass_plans_the_requeue_its_result_asks_for() -> None:
     results = [Result("Compressing", "Job running", requeue_after=0.2), Result("Ready", "serving")]
     starts: list[float] = []
 
@@ -168,36 +155,103 @@ def test_a_pass_plans_the_next_look_its_result_asks_for(monkeypatch: Any) -> Non
         starts.append(asyncio.get_running_loop().time())
         return results[len(starts) - 1]
 
-    runtime = _runtime_with(monkeypatch, reconcile)
+    controller = _controller_with(reconcile)
 
     async def scenario() -> None:
-        await driver.reconcile_quietly("ns", "m", "spec")
-        assert "ns/m" in runtime.retries
-        await _until(lambda: len(starts) == 2 and not runtime.tasks)
+        await controller.enqueue("ns", "m", "spec")
+        assert "ns/m" in controller.requeues
+        await _until(lambda: len(starts) == 2 and not controller.tasks)
 
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.15
-    assert runtime.retries == {}  # Ready: nothing planned, the Deployment's watch reports changes
+    assert controller.requeues == {}  # Ready: nothing planned, the Deployment's watch reports changes
 
 
-def test_a_failed_pass_is_retried_after_the_back_off_without_another_trigger(monkeypatch: Any) -> None:
-    from lms_operator.handlers import driver
-
+def test_a_failed_pass_is_requeued_after_the_backoff_without_another_trigger() -> None:
     starts: list[float] = []
-    runtime = _runtime_with(monkeypatch, _failing_once(starts))
+    controller = _controller_with(_failing_once(starts))
 
     async def scenario() -> None:
-        await driver.reconcile_quietly("ns", "m", "spec")
-        await _until(lambda: len(starts) == 2 and not runtime.tasks)
+        await controller.enqueue("ns", "m", "spec")
+        await _until(lambda: len(starts) == 2 and not controller.tasks)
 
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.95
-    assert runtime.failures == {} and runtime.retries == {}
+    assert controller.failures == {} and controller.requeues == {}
 
 
 def test_a_spec_is_unhandled_until_the_status_observes_its_generation() -> None:
-    from lms_operator.handlers.driver import spec_unhandled
-
     assert spec_unhandled({"metadata": {"generation": 1}})
     assert spec_unhandled({"metadata": {"generation": 2}, "status": {"observedGeneration": 1}})
     assert not spec_unhandled({"metadata": {"generation": 2}, "status": {"observedGeneration": 2}})
+
+
+def test_waiting_passes_are_coalesced_into_one() -> None:
+    """While a pass for a resource waits, further triggers add nothing: it reads the newest body."""
+    gate = asyncio.Event()
+    starts: list[float] = []
+
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        starts.append(asyncio.get_running_loop().time())
+        if len(starts) == 1:
+            await gate.wait()
+        return Result("Ready", "serving")
+
+    controller = _controller_with(reconcile)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(controller.enqueue("ns", "m", "spec"))
+        await _until(lambda: len(starts) == 1)
+        waiting = [asyncio.create_task(controller.enqueue("ns", "m", "child")) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(running, *waiting)
+
+    asyncio.run(scenario())
+    assert len(starts) == 2  # the running pass, then one for the five child events
+
+
+def test_a_deleted_resource_is_forgotten_with_its_requeue_backoff_and_phase() -> None:
+    from lms_operator.runtime.metrics import PHASES
+
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        return Result("Compressing", "Job running", requeue_after=30.0)
+
+    controller = _controller_with(reconcile)
+    other = _controller_with(reconcile)  # each Controller counts its own resources
+    body = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "2", "generation": 1}}
+
+    async def scenario() -> None:
+        await controller.resource_changed({"type": "ADDED", "object": body}, "ns", "m")
+        assert "ns/m" in controller.requeues and controller.phases.phase_of == {"ns/m": "Compressing"}
+        assert other.phases.phase_of == {}
+        assert PHASES.labels(phase="Compressing")._value.get() == 1
+        controller.failures["ns/m"] = (2, 0.0)
+        await controller.resource_changed({"type": "DELETED", "object": body}, "ns", "m")
+
+    asyncio.run(scenario())
+    assert controller.known == set() and controller.requeues == {} and controller.failures == {}
+    assert controller.phases.phase_of == {} and PHASES.labels(phase="Compressing")._value.get() == 0
+
+
+def test_the_resync_spreads_its_passes_over_the_period() -> None:
+    starts: list[float] = []
+
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        starts.append(asyncio.get_running_loop().time())
+        return Result("Ready", "serving")
+
+    controller = _controller_with(reconcile)
+    controller.resync_seconds = 0.4
+    for name in ("a", "b", "c"):
+        controller.ctx.watched["LargeModelService"].offer(f"ns/{name}", {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}})
+        controller.known.add(("ns", name))
+
+    async def scenario() -> None:
+        controller.start()
+        await _until(lambda: len(starts) >= 4)
+        controller.stop()
+
+    asyncio.run(scenario())
+    gaps = [b - a for a, b in zip(starts, starts[1:4])]
+    assert all(gap >= 0.07 for gap in gaps), gaps  # 4 resources over 0.4 s: about 0.1 s apart

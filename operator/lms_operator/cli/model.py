@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -37,14 +38,18 @@ def run_render(args: argparse.Namespace) -> int:
 
     from lms_operator.api.spec import SpecError, load_spec_file
     from lms_operator.resources.render import all_objects
-    from lms_operator.resources.settings import BuildSettings
+    from lms_operator.runtime.config import ConfigError, build_settings_from_env
 
     try:
         lms = load_spec_file(args.spec)
     except SpecError as error:
         _report(error)
         return 2
-    settings = BuildSettings.from_env()
+    try:
+        settings = build_settings_from_env(os.environ)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.image:
         settings = dataclasses.replace(settings, image=args.image)
     objects = all_objects(lms, settings)

@@ -1,7 +1,9 @@
-"""Cluster-side settings the builders need besides the spec (operator configuration)."""
+"""Cluster-side settings the builders need besides the spec.
+
+Filled from the operator's validated configuration (runtime/config.py), which documents each one.
+"""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -21,14 +23,3 @@ class BuildSettings:
     keda: bool = False
     """Use a KEDA ScaledObject for Triton metrics (set when the KEDA CRDs exist)."""
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
-
-    @classmethod
-    def from_env(cls) -> "BuildSettings":
-        defaults = cls()
-        return cls(
-            image=os.environ.get("LMS_IMAGE", defaults.image),
-            prometheus_address=os.environ.get("LMS_PROMETHEUS_ADDRESS", defaults.prometheus_address),
-            compression_cpu=os.environ.get("LMS_COMPRESSION_CPU", defaults.compression_cpu),
-            compression_memory=os.environ.get("LMS_COMPRESSION_MEMORY", defaults.compression_memory),
-            max_model_bytes=int(os.environ["LMS_MAX_MODEL_BYTES"]) if os.environ.get("LMS_MAX_MODEL_BYTES") else None,
-        )

@@ -1,4 +1,8 @@
-"""Prometheus metrics of the operator, served on --metrics-port at /metrics."""
+"""Prometheus metrics of the operator, served on --metrics-port at /metrics.
+
+The metric objects live in prometheus_client's process-wide registry; the per-phase counts the
+gauge shows are kept by the Controller (PhaseGauge), not here.
+"""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -11,17 +15,21 @@ ERRORS = Counter("lms_operator_errors_total", "Reconcile passes that raised, by 
 PHASES = Gauge("lms_operator_resources", "LargeModelServices per phase.", ["phase"])
 ALL_PHASES = ("Pending", "Compressing", "Deploying", "Ready", "Degraded", "Failed")
 
-_phase_of: dict[str, str] = {}
 
+class PhaseGauge:
+    """Each resource's last phase, and the per-phase gauge computed from them."""
 
-def record_phase(key: str, phase: str | None) -> None:
-    """Remember one resource's phase (None = gone) and refresh the per-phase gauge."""
-    if phase is None:
-        _phase_of.pop(key, None)
-    else:
-        _phase_of[key] = phase
-    for name in ALL_PHASES:
-        PHASES.labels(phase=name).set(sum(1 for p in _phase_of.values() if p == name))
+    def __init__(self) -> None:
+        self.phase_of: dict[str, str] = {}
+
+    def record(self, key: str, phase: str | None) -> None:
+        """Remember one resource's phase (None = gone) and refresh the per-phase gauge."""
+        if phase is None:
+            self.phase_of.pop(key, None)
+        else:
+            self.phase_of[key] = phase
+        for name in ALL_PHASES:
+            PHASES.labels(phase=name).set(sum(1 for p in self.phase_of.values() if p == name))
 
 
 def serve(port: int) -> None:
