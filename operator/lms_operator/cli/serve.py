@@ -28,7 +28,7 @@ def _port(text: str) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = subparsers.add_parser("serve", help="compress a LargeModelService spec and serve it on a local Triton")
     serve.add_argument("spec", metavar="SPEC.yaml", help="LargeModelService manifest")
-    serve.add_argument("--repository", type=Path, default=None, help="repository root (default $HOME/.cache/lms/repository)")
+    serve.add_argument("--repository", type=Path, default=None, help="repository root (default $LMS_CACHE/repository; LMS_CACHE defaults to ~/.cache/lms)")
     serve.add_argument("--http-port", type=_port, default=8000)
     serve.add_argument("--grpc-port", type=_port, default=8001)
     serve.add_argument("--metrics-port", type=_port, default=8002)
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     infer.add_argument("--text", action="append", default=[], help="text to embed (repeatable: one batch)")
     infer.add_argument("--vector", default=None, help="comma-separated features for a classifier")
     infer.add_argument("--tokenizer", type=Path, default=None, help="folder holding tokenizer.json")
-    infer.add_argument("--repository", type=Path, default=None, help="version folder (or root) to find <model>/1/tokenizer in (default: $HOME/.cache/lms/repository)")
+    infer.add_argument("--repository", type=Path, default=None, help="version folder (or root) to find <model>/1/tokenizer in (default: $LMS_CACHE/repository; LMS_CACHE defaults to ~/.cache/lms)")
     infer.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens")
     infer.add_argument("--pad-to", type=int, default=None, help="pad to exactly this many tokens (default: length bucket)")
     infer.add_argument("--json", action="store_true", help="print the full output as JSON")
