@@ -53,4 +53,6 @@ def test_cel_rules_cover_cross_field_constraints() -> None:
                        "has(self.pvc) != has(self.uri)"):
         assert expression in text
     root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    assert root["properties"]["spec"]["properties"]["model"]["properties"]["uri"]["pattern"].startswith("^(file:|hf://")
+    pattern = root["properties"]["spec"]["properties"]["model"]["properties"]["uri"]["pattern"]
+    for scheme in ("^file:", "^hf://", "^pvc://", "^s3://"):
+        assert scheme in pattern

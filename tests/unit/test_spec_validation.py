@@ -100,7 +100,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad metric", with_spec(autoscaling={"metric": "memory"}), "spec.autoscaling.metric", "one of"),
     ("replicas as string", with_spec(autoscaling={"maxReplicas": "3"}), "spec.autoscaling.maxReplicas",
      "must be an integer, got string"),
-    ("two repositories", with_spec(repository={"pvc": "models", "uri": "s3://b/p"}), "spec.repository",
+    ("two repositories", with_spec(repository={"pvc": "models", "uri": "s3://lms/p"}), "spec.repository",
      "exactly one of pvc or uri"),
     ("no repository kind", with_spec(repository={}), "spec.repository", "exactly one of pvc or uri"),
     ("bad pvc name", with_spec(repository={"pvc": "Models_1"}), "spec.repository.pvc", "must match"),

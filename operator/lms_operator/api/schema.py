@@ -20,9 +20,18 @@ SHORT_NAMES = ["lms"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-MODEL_URI_PATTERN = r"^(file:|hf://|pvc://|s3://)\S+$"
+# Source and repository URIs (storage/uri.py parses the same shapes). An S3 bucket follows S3's
+# naming rules; repository path segments hold only what Triton's s3:// form can address.
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+S3_URI_PATTERN = rf"^s3://{S3_BUCKET}(/\S*)?$"
+S3_REPOSITORY_PATTERN = rf"^s3://{S3_BUCKET}(/[0-9A-Za-z._-]+)*/?$"
+HF_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._/-]*)?$"
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?$"
+FILE_URI_PATTERN = r"^file:\S+$"
+MODEL_URI_PATTERN = "|".join(f"({p})" for p in (FILE_URI_PATTERN, HF_URI_PATTERN, PVC_URI_PATTERN, S3_URI_PATTERN))
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 DNS1123_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def _with(schema: Schema, description: str | None, default: Any) -> Schema:
@@ -112,9 +121,19 @@ def rule(expression: str, message: str, field_path: str | None = None) -> dict[s
     return entry
 
 
+def secret_ref(description: str) -> Schema:
+    """A Secret in the resource's namespace, handed to pods by reference (the operator never reads it)."""
+    return obj({"name": string("Secret name.", max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)},
+               description, required=["name"])
+
+
 MODEL = obj({
-    "uri": string("Where the source model lives: file:, hf://org/name, pvc://claim/path or s3://bucket/key.",
+    "uri": string("Where the source model lives: s3://bucket/prefix (a Hugging Face folder, or one .onnx, .pt or "
+                  ".safetensors object), hf://org/name[@revision], pvc://claim/path, or file: (local CLI only).",
                   max_length=2048, pattern=MODEL_URI_PATTERN),
+    "secretRef": secret_ref("Credentials for the source: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optionally "
+                            "AWS_ENDPOINT_URL, AWS_REGION, AWS_SESSION_TOKEN) for s3://, HF_TOKEN (and optionally "
+                            "HF_ENDPOINT) for hf://."),
     "format": string("Source format.", enum=["huggingface", "torchscript", "onnx"], default="huggingface"),
     "task": string("What the model does; decides its inputs, outputs and quality metric.",
                    enum=["feature-extraction", "text-classification", "image-classification",
@@ -225,10 +244,16 @@ AUTOSCALING = obj({
 REPOSITORY = obj({
     "pvc": string("PersistentVolumeClaim holding the Triton model repository.", max_length=253,
                   pattern=DNS1123_PATTERN),
-    "uri": string("Object store prefix (s3://bucket/prefix) holding the repository.", max_length=2048,
-                  pattern=r"^s3://\S+$"),
+    "uri": string("Object store prefix (s3://bucket/prefix) holding the repository; Triton reads it directly.",
+                  max_length=1024, pattern=S3_REPOSITORY_PATTERN),
+    "secretRef": secret_ref("Credentials for repository.uri, given to the Job and to Triton by reference: "
+                            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL "
+                            "(with a port, e.g. https://s3.eu-west-1.amazonaws.com:443: Triton needs it)."),
+    "keepVersions": integer("Published versions kept per resource; older ones are deleted after a publish, "
+                            "never the one serving or rolling out.", minimum=1, maximum=100, default=3),
 }, "Where compressed versions are published.", default={"pvc": "lms-models"}, rules=[
     rule("has(self.pvc) != has(self.uri)", "exactly one of pvc or uri must be set"),
+    rule("!has(self.secretRef) || has(self.uri)", "secretRef applies to repository.uri only", ".secretRef"),
 ])
 
 SPEC = obj({
@@ -279,6 +304,7 @@ STATUS = obj({
         "passed": boolean(),
         "variant": string(max_length=128),
         "sha256": string(max_length=64),
+        "sourceRevision": string("The source's resolved revision (a Hugging Face commit).", max_length=128),
     }),
     "endpoint": obj({"http": string(max_length=512), "grpc": string(max_length=512)}),
     "replicas": integer(minimum=0),

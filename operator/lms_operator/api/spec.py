@@ -32,6 +32,7 @@ class ModelSpec:
     format: str
     task: str
     sha256: str | None
+    secret_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class AutoscalingSpec:
 class RepositorySpec:
     pvc: str | None
     uri: str | None
+    secret_ref: str | None = None
+    keep_versions: int = 3
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,8 @@ def _build(d: dict[str, Any]) -> Spec:
     distillation = comp.get("distillation")
     batching = serv["dynamicBatching"]
     return Spec(
-        model=ModelSpec(model["uri"], model["format"], model["task"], model.get("sha256")),
+        model=ModelSpec(model["uri"], model["format"], model["task"], model.get("sha256"),
+                        (model.get("secretRef") or {}).get("name")),
         compression=CompressionSpec(
             pruning=PruningSpec(pruning["method"], pruning["sparsity"], pruning.get("threshold"),
                                 pruning["structured"]) if pruning is not None else None,
@@ -251,5 +255,6 @@ def _build(d: dict[str, Any]) -> Spec:
             text_truncation=serv["text"]["truncation"],
         ),
         autoscaling=AutoscalingSpec(auto["minReplicas"], auto["maxReplicas"], auto["metric"], auto["target"]),
-        repository=RepositorySpec(repo.get("pvc"), repo.get("uri")),
+        repository=RepositorySpec(repo.get("pvc"), repo.get("uri"), (repo.get("secretRef") or {}).get("name"),
+                                  repo["keepVersions"]),
     )

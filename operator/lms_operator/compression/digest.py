@@ -2,7 +2,8 @@
 
 A folder's digest is the sha256 of a manifest: one line "<sha256>  <relative path>\\n" per
 regular file, sorted by path, so users can pin a whole Hugging Face folder with one value
-(`lms digest PATH`).
+(`lms digest PATH`). An ONNX file with external data is digested the same way over the file
+and its data files.
 """
 from __future__ import annotations
 
@@ -11,16 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of one file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+from lms_operator.modelrepo.integrity import file_sha256  # noqa: F401  (one definition, used here and by callers)
 
 
 def regular_files(folder: Path) -> list[Path]:
@@ -46,9 +38,38 @@ def folder_sha256(folder: Path) -> str:
     return hashlib.sha256(manifest_text(entries).encode()).hexdigest()
 
 
+def onnx_external_locations(path: Path) -> list[str]:
+    """External-data file names an ONNX model refers to (sorted; [] for a self-contained model).
+
+    Raises ValueError for a location that leaves the model's folder.
+    """
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    found = set()
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            check_external_location(path.parent, location)
+            found.add(location)
+    return sorted(found)
+
+
 def path_sha256(path: Path) -> str:
-    """Digest of a file or a folder, as `spec.model.sha256` expects."""
-    return folder_sha256(path) if path.is_dir() else file_sha256(path)
+    """Digest of a file or a folder, as `spec.model.sha256` expects.
+
+    A folder: its manifest. An ONNX file with external data: the manifest of the file and its
+    data files (so the pin covers every byte the model loads). Any other file: its sha256.
+    """
+    if path.is_dir():
+        return folder_sha256(path)
+    if path.suffix == ".onnx":
+        data = onnx_external_locations(path)
+        if data:
+            entries = [(path.name, file_sha256(path))] + [(loc, file_sha256(path.parent / loc)) for loc in data]
+            return hashlib.sha256(manifest_text(entries).encode()).hexdigest()
+    return file_sha256(path)
 
 
 def is_within(root: Path, candidate: Path) -> bool:
