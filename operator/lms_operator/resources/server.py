@@ -6,9 +6,13 @@ from typing import Any
 from lms_operator.api.spec import LargeModelService, Toleration
 from lms_operator.modelrepo.layout import relative_version_path
 from lms_operator.resources import meta
+from lms_operator.resources.credentials import triton_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
 from lms_operator.resources.settings import BuildSettings
 from lms_operator.resources.volumes import REPOSITORY_VOLUME, repository_volume, scratch_volumes
+from lms_operator.storage.uri import parse_repository, triton_repository
+
+ENDPOINT_VAR = "AWS_ENDPOINT_URL"
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -16,10 +20,19 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 
 
 def triton_args(lms: LargeModelService, key: str, settings: BuildSettings) -> list[str]:
-    repository = f"{settings.repository_mount}/{relative_version_path(lms.namespace, lms.name, key)}"
+    if lms.spec.repository.uri:  # read straight from the bucket; the kubelet expands $(AWS_ENDPOINT_URL)
+        repository = s3_version_repository(lms, key)
+    else:
+        repository = f"{settings.repository_mount}/{relative_version_path(lms.namespace, lms.name, key)}"
     return [f"--model-repository={repository}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
             f"--metrics-port={METRICS_PORT}", "--strict-readiness=true", "--exit-timeout-secs=10",
             "--log-verbose=0"]
+
+
+def s3_version_repository(lms: LargeModelService, key: str) -> str:
+    """Triton's s3://$(AWS_ENDPOINT_URL)/bucket/prefix/<namespace>/<name>/<key> for an s3:// repository."""
+    repo = parse_repository(lms.spec.repository.uri or "")
+    return triton_repository(f"$({ENDPOINT_VAR})", repo.child(lms.namespace, lms.name, key))
 
 
 def _toleration(t: Toleration) -> dict[str, Any]:
@@ -58,7 +71,11 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
                      owner: dict[str, Any] | None = None) -> dict[str, Any]:
     name = meta.server_name(lms)
     scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp", "shm": "/dev/shm"})
-    container = {
+    on_claim = lms.spec.repository.pvc is not None  # an s3:// repository is read over the network
+    repo_mounts = [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount, "readOnly": True}] if on_claim else []
+    repo_volumes = [{**repository_volume(lms), "persistentVolumeClaim": {
+        "claimName": lms.spec.repository.pvc, "readOnly": True}}] if on_claim else []
+    container: dict[str, Any] = {
         "name": "triton",
         "image": lms.spec.serving.image,
         "command": ["tritonserver"],
@@ -70,18 +87,18 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
         "startupProbe": _probe("/v2/health/ready", 5, 120),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "volumeMounts": [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount, "readOnly": True}]
-        + scratch_mounts,
+        "volumeMounts": repo_mounts + scratch_mounts,
         "securityContext": container_security_context(),
     }
+    if env := triton_env(lms, settings):  # credentials by reference; the operator never reads them
+        container["env"] = env
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [{**repository_volume(lms), "persistentVolumeClaim": {
-            "claimName": lms.spec.repository.pvc, "readOnly": True}}] + scratch,
+        "volumes": repo_volumes + scratch,
         **_scheduling(lms),
     }
     return {

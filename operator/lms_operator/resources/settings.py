@@ -23,3 +23,5 @@ class BuildSettings:
     keda: bool = False
     """Use a KEDA ScaledObject for Triton metrics (set when the KEDA CRDs exist)."""
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
+    default_s3_secret: str | None = None
+    """Secret (AWS_* keys) for s3:// sources and repositories that name none (the chart's s3.secret)."""
