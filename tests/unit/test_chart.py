@@ -28,7 +28,7 @@ CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor"}
 VALUE_SETS: dict[str, list[str]] = {
     "cluster-wide": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
-    "s3": ["--set", "s3.enabled=true", "--set", "watchNamespaces={team-a}"],
+    "s3": ["--set", "s3.secret=lms-s3", "--set", "s3.operatorSecret=lms-operator-s3", "--set", "watchNamespaces={team-a}"],
     "everything": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "repository.existingClaim=lms-models",
                    "--set", "image.digest=sha256:" + "a" * 64, "--set", "peering.enabled=false",
                    "--set", "replicaCount=2", "--set", "networkPolicy.enabled=true",
@@ -190,7 +190,7 @@ def test_rendering_is_valid_against_kubernetes_schemas(rendered: tuple[str, list
 
 def test_security_scan_of_the_rendering_is_clean(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     name, docs = rendered
-    assert scan(docs, secrets_allowed=(name == "s3")) == []
+    assert scan(docs) == []
     assert of_kind(docs, "Deployment"), "the operator Deployment is missing"
 
 
@@ -281,15 +281,22 @@ def test_namespaced_rbac_grants_only_in_watched_namespaces() -> None:
                for b in bindings)
 
 
-def test_secrets_only_with_s3_and_only_the_named_secret() -> None:
+def test_no_secrets_access_even_with_s3() -> None:
+    """S3 credentials go to pods by reference; no value set gives the operator RBAC on Secrets."""
     for name, extra in VALUE_SETS.items():
         rules = [r for d in render(extra) if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
-        secret_rules = [r for r in rules if "secrets" in r["resources"]]
-        if name == "s3":
-            assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
-                                     "resourceNames": ["lms-s3-credentials"], "verbs": ["get"]}]
-        else:
-            assert secret_rules == [], name
+        assert [r for r in rules if "secrets" in r["resources"]] == [], name
+
+
+def test_s3_values_reach_the_operator_by_reference() -> None:
+    dep = of_kind(render(VALUE_SETS["s3"]), "Deployment")[0]
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LMS_S3_SECRET"]["value"] == "lms-s3"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "lms-operator-s3", "key": "AWS_ACCESS_KEY_ID", "optional": False}
+    assert env["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    plain = of_kind(render([]), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not any(e["name"].startswith(("AWS_", "LMS_S3")) for e in plain)
 
 
 @pytest.mark.parametrize("setting, message", [

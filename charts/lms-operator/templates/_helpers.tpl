@@ -91,13 +91,6 @@ is the source of truth; tests/unit/test_chart.py keeps the two identical). No wi
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
-{{- if .Values.s3.enabled }}
-# s3:// sources: read the one credentials Secret, by name.
-- apiGroups: [""]
-  resources: [secrets]
-  resourceNames: [{{ .Values.s3.credentialsSecret | quote }}]
-  verbs: [get]
-{{- end }}
 {{- end -}}
 
 {{/* Rules for cluster-scoped resources. */}}

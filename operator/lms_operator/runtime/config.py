@@ -126,9 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_model_bytes", (), "LMS_MAX_MODEL_BYTES", _BUILD.max_model_bytes,
             "Largest source model the Job reads, in bytes (unset: the Job's own default, 20 GiB).",
             parse=_integer, check=_positive),
+    Setting("default_s3_secret", (), "LMS_S3_SECRET", _BUILD.default_s3_secret,
+            "Secret (AWS_* keys) that Jobs and Triton pods use, by reference, for s3:// sources and repositories "
+            "of resources naming none (the operator never reads it)."),
 )
 BY_FIELD = {setting.field: setting for setting in SETTINGS}
-BUILD_FIELDS = ("image", "prometheus_address", "compression_cpu", "compression_memory", "max_model_bytes")
+BUILD_FIELDS = ("image", "prometheus_address", "compression_cpu", "compression_memory", "max_model_bytes",
+                "default_s3_secret")
 
 
 def _refuse(setting: Setting, source: str, problem: str, value: Any) -> ConfigError:
@@ -174,6 +178,7 @@ class OperatorConfig:
     compression_cpu: str = _BUILD.compression_cpu
     compression_memory: str = _BUILD.compression_memory
     max_model_bytes: int | None = _BUILD.max_model_bytes
+    default_s3_secret: str | None = _BUILD.default_s3_secret
 
     def __post_init__(self) -> None:
         if self.clusterwide == bool(self.namespaces):
