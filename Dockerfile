@@ -1,6 +1,7 @@
 # Operator and compression image: `lms operator` runs the controller, `lms compress`
 # runs inside the compression Job. CPU-only PyTorch keeps the image small; Triton
-# itself runs from nvcr.io/nvidia/tritonserver, not from this image.
+# itself runs from nvcr.io/nvidia/tritonserver, not from this image. Only operator/ is copied:
+# the test harness (harness/, pod runner and fault proxy) is a separate package and stays out.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

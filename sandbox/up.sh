@@ -36,10 +36,10 @@ kubectl --kubeconfig "$kubeconfig" apply --server-side -f "$here/repository-clai
 # The operator reads published versions where the pod runner keeps each claim's files,
 # so a version that is already there is a cache hit without a Job.
 start_bg operator "$dir/operator.pid" "$dir/operator.log" \
-  env KUBECONFIG="$kubeconfig" "$venv/lms" operator --all-namespaces --repository-root "$dir/state/pvc"
+  "$venv/python" -m lms_harness.operator --kubeconfig "$kubeconfig" --all-namespaces --repository-root "$dir/state/pvc"
 
 start_bg podrunner "$dir/podrunner.pid" "$dir/podrunner.out" \
-  "$venv/python" -m lms_sandbox.podrunner --kubeconfig "$kubeconfig" --state-dir "$dir/state"
+  "$venv/python" -m lms_harness.podrunner --kubeconfig "$kubeconfig" --state-dir "$dir/state"
 
 echo "sandbox: ready; export KUBECONFIG=$kubeconfig; kubectl is $bin/kubectl" >&2
 echo "$kubeconfig"

@@ -13,8 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lms_sandbox.podrunner import kill_group
+from lms_harness.cluster import ClusterError, cluster_down, cluster_up, podrunner_command, tools_bin
+from lms_harness.processes import WaitTimeout, kill_group, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -34,19 +33,10 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 
     Exceptions from the predicate count as "not yet"; the last one is shown on timeout.
     """
-    deadline = time.monotonic() + timeout
-    last: str = ""
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-            last = f"last value: {value!r}"
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
-            last = f"last error: {type(exc).__name__}: {exc}"
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} ({last})", pytrace=False)
-        time.sleep(interval)
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @dataclass
@@ -68,10 +58,10 @@ class Cluster:
 
 def _tools_bin() -> str:
     """Folder with the pinned binaries (built on first use, reused from the cache after)."""
-    done = subprocess.run([str(ROOT / "tools" / "build.sh")], capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        pytest.fail(f"tools/build.sh failed ({done.returncode}):\n{done.stderr[-3000:]}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
+    try:
+        return tools_bin()
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +80,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("cluster")
     kubeconfig = base / "kubeconfig"
     state_dir = base / "state"
-    env = {**os.environ, "LMS_TOOLS_BIN": bin_dir}
     cluster = Cluster(kubeconfig, str(Path(bin_dir) / "kubectl"), local=True, state_dir=state_dir, name=name)
     runner_out = open(base / "podrunner.out", "wb")
 
@@ -99,22 +88,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        up = subprocess.run([str(ROOT / "sandbox" / "cluster.sh"), "up", name, str(kubeconfig)], env=env,
-                            capture_output=True, text=True, timeout=300)
-        if up.returncode != 0:
-            pytest.fail(f"cluster {name} did not start:\n{up.stderr[-4000:]}", pytrace=False)
+        try:
+            cluster_up(name, kubeconfig, bin_dir, timeout=300)
+        except ClusterError as exc:
+            pytest.fail(str(exc), pytrace=False)
         state_dir.mkdir(parents=True, exist_ok=True)
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "lms_sandbox.podrunner", "--kubeconfig", str(kubeconfig), "--state-dir", str(state_dir)],
-            stdout=runner_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        runner = subprocess.Popen(podrunner_command(kubeconfig, state_dir), stdout=runner_out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         cluster.processes.append(runner)
         yield cluster
     finally:
         for proc in reversed(cluster.processes):
             kill_group(proc, 30.0)
         runner_out.close()
-        subprocess.run([str(ROOT / "sandbox" / "cluster.sh"), "down", name], env=env,
-                       capture_output=True, text=True, timeout=120)
+        cluster_down(name, bin_dir, timeout=120)
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -6,21 +6,19 @@ bound to deploy/rbac/clusterrole.yaml, so a missing permission fails a test.
 """
 from __future__ import annotations
 
-import base64
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from lms_harness.cluster import token_kubeconfig
+from lms_harness.operator import OperatorExited, OperatorProcess
+from lms_harness.ports import free_port
 
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
 
@@ -28,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RBAC = ROOT / "deploy" / "rbac"
 CLAIM = "lms-models"
 LMS_API = ("serving.lms.dev", "v1alpha1", "largemodelservices")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -48,30 +40,9 @@ def operator_crds(kubectl: Kubectl) -> None:
 
 def service_account_kubeconfig(cluster: Cluster, k8s: K8s, namespace: str, path: Path) -> Path:
     """A kubeconfig authenticating as system:serviceaccount:<ns>:lms-operator with a fresh token."""
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    current = admin.get("current-context") or admin["contexts"][0]["name"]
-    context = next(c for c in admin["contexts"] if c["name"] == current)["context"]
-    admin_cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"]
-    server_cfg: dict[str, Any] = {"server": admin_cluster["server"]}
-    if "certificate-authority-data" in admin_cluster:
-        server_cfg["certificate-authority-data"] = admin_cluster["certificate-authority-data"]
-    elif "certificate-authority" in admin_cluster:
-        ca = Path(admin_cluster["certificate-authority"])
-        if not ca.is_absolute():
-            ca = cluster.kubeconfig.parent / ca
-        server_cfg["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
-    else:
-        server_cfg["insecure-skip-tls-verify"] = True
     token = k8s.core.create_namespaced_service_account_token(
         "lms-operator", namespace, {"spec": {"expirationSeconds": 7200}}).status.token
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "operator",
-              "clusters": [{"name": "e2e", "cluster": server_cfg}],
-              "users": [{"name": "lms-operator", "user": {"token": token}}],
-              "contexts": [{"name": "operator", "context": {"cluster": "e2e", "user": "lms-operator",
-                                                            "namespace": namespace}}]}
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return token_kubeconfig(cluster.kubeconfig, token, namespace, path)
 
 
 def bind_operator(kubectl: Kubectl, namespace: str) -> None:
@@ -98,61 +69,19 @@ def repository_claim(kubectl: Kubectl, namespace: str, host_path: Path) -> None:
     kubectl("apply", "-f", "-", input=to_json({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
 
 
-@dataclass
-class Operator:
-    """One `lms operator` process watching one namespace, restartable."""
+class Operator(OperatorProcess):
+    """One `lms operator` process watching one namespace, restartable; a test fails when it exits."""
 
-    namespace: str
-    kubeconfig: Path
-    repository_root: Path
-    log_path: Path
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, namespace: str, kubeconfig: Path, repository_root: Path, log_path: Path) -> None:
+        super().__init__(kubeconfig, log_path, (namespace,), repository_root, liveness_port=free_port(),
+                         resync_seconds=20)
+        self.namespace = namespace
 
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "lms"), "operator", "--namespace", self.namespace,
-             "--repository-root", str(self.repository_root), "--metrics-port", str(self.metrics_port),
-             "--liveness-port", str(self.liveness_port), "--resync-seconds", "20"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        log.close()
-        wait_for(lambda: self._healthy(), 90, "the operator's liveness endpoint")
-
-    def _healthy(self) -> bool:
-        import urllib.request
-
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}", pytrace=False)
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
-            return bool(resp.status == 200)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crashed pod would end."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+    def check_running(self) -> None:
         try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
+            super().check_running()
+        except OperatorExited as exc:
+            pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -21,8 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from lms_harness.operator import OperatorExited, OperatorProcess
+from lms_harness.ports import free_port
+
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
-from .operator_fixtures import CLAIM, condition, free_port, lms_status, repository_claim, wait_phase
+from .operator_fixtures import CLAIM, condition, lms_status, repository_claim, wait_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -166,21 +168,13 @@ def test_operator_reconciles_under_exactly_the_charts_rbac(cluster: Cluster, k8s
              f"--repository-root={cluster.state_dir / 'pvc'}"]
     kubeconfig = sa_kubeconfig(cluster, k8s, release, tmp_path / "operator.kubeconfig")
     log_path = tmp_path / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-    env.update({e.name: e.value for e in container.env or [] if e.name.startswith("LMS_COMPRESSION_")})
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "lms"), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    extra_env = {e.name: e.value for e in container.env or [] if e.name.startswith("LMS_COMPRESSION_")}
+    op = OperatorProcess(kubeconfig, log_path, liveness_port=liveness, extra_env=extra_env, args=tuple(args))
     try:
-        import urllib.request
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"operator exited {proc.returncode}:\n{log_path.read_text()[-3000:]}", pytrace=False)
-            with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2) as resp:
-                return bool(resp.status == 200)
-
-        wait_for(healthy, 90, "the operator's liveness endpoint")
+        try:
+            op.start(ready_timeout=90)
+        except (OperatorExited, TimeoutError) as exc:
+            pytest.fail(str(exc), pytrace=False)
         kubectl("apply", "-n", ns, "-f", "-", input=to_json(digits_service("digits")))
         status = wait_phase(k8s, ns, "digits", {"Ready", "Failed"}, READY_TIMEOUT)
         assert status["phase"] == "Ready", status.get("message")
@@ -196,12 +190,7 @@ def test_operator_reconciles_under_exactly_the_charts_rbac(cluster: Cluster, k8s
             pass
         raise
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        op.stop()
         kubectl("delete", "pv", f"lms-models-{ns}", "--ignore-not-found", "--wait=false", check=False)
 
 

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
+from lms_harness.ports import free_port
+
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -200,12 +202,6 @@ def test_failing_pod_reports_its_exit_code(kubectl: Kubectl, k8s: K8s, namespace
     terminated = k8s.core.read_namespaced_pod("fails", namespace).status.container_statuses[0].state.terminated
     assert terminated.exit_code == 3
     assert "bad input" in (terminated.message or "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_server_pod_becomes_ready_and_is_killed_on_delete(kubectl: Kubectl, k8s: K8s, namespace: str,

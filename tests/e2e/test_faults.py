@@ -6,7 +6,7 @@
   and the resource Ready.
 * The API server and etcd are stopped and started while the operator reconciles; the same
   operator process must recover (its watches too) without a restart.
-* 429 (with Retry-After) and 500 answers are injected by bench/faultproxy.py in front of the
+* 429 (with Retry-After) and 500 answers are injected by lms_harness.faultproxy in front of the
   API server; the operator must back off and still converge.
 
 The operator runs as a local process under its own ServiceAccount's RBAC (the proxy
@@ -15,21 +15,20 @@ digits classifier (int8 only) so the whole module takes a few minutes.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from lms_harness import faultproxy as fp
+from lms_harness.operator import OperatorProcess
 
 from .conftest import Cluster, K8s, Kubectl, _tools_bin, wait_for
 
@@ -43,18 +42,6 @@ OPERATOR_USER = "system:serviceaccount:lms-system:lms-operator"
 FAULT_EXIT = 86  # lms_operator.reconcile.faults.EXIT_CODE
 STEPS = ("before_job_create", "after_job_create", "after_job_finished",
          "before_deployment_apply", "after_deployment_apply", "before_status_write")
-
-
-def _load_faultproxy() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("faultproxy", ROOT / "bench" / "faultproxy.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("faultproxy", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fp = _load_faultproxy()
 
 
 def lms_manifest(name: str) -> dict[str, Any]:
@@ -73,60 +60,12 @@ def lms_manifest(name: str) -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OperatorProcess:
-    """`lms operator` for one namespace as a local process (optionally with a crash point)."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, repo_root: Path, log_path: Path,
-                 fault: str | None = None) -> None:
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-        env.pop("LMS_FAULT_EXIT_AT", None)
-        if fault:
-            env["LMS_FAULT_EXIT_AT"] = fault
-        self.log_path = log_path
-        self.metrics_port = free_port()
-        self.offset = log_path.stat().st_size if log_path.exists() else 0
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lms_operator.cli", "operator", "--namespace", namespace,
-             "--repository-root", str(repo_root), "--metrics-port", str(self.metrics_port), "--liveness-port", "0",
-             "--standalone", "--resync-seconds", "15"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def serving_metrics(self) -> bool:
-        """True once the process answers on its metrics port (its start-up is done)."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-            return r.status == 200
-
-    def output(self) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(self.offset)
-            return f.read().decode("utf-8", "replace")
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            pytest.fail(f"operator did not reach its crash point within {timeout:.0f}s; log tail:\n{self.output()[-3000:]}",
-                        pytrace=False)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.log.close()
+def start_operator(kubeconfig: Path, namespace: str, repo_root: Path, log_path: Path,
+                   fault: str | None = None) -> OperatorProcess:
+    """`lms operator` for one namespace as a local process (optionally with a crash point); not awaited."""
+    extra_env = {"LMS_FAULT_EXIT_AT": fault} if fault else {}
+    return OperatorProcess(kubeconfig, log_path, (namespace,), repo_root, standalone=True, resync_seconds=15,
+                           extra_env=extra_env).start(ready_timeout=None)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +163,7 @@ def test_crash_at_every_reconcile_step_converges(prepared: Cluster, k8s: K8s, na
     log = tmp_path / "operator.log"
     k8s.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, lms_manifest(name))
     for step in STEPS:
-        op = OperatorProcess(operator_kubeconfig, namespace, root, log, fault=step)
+        op = start_operator(operator_kubeconfig, namespace, root, log, fault=step)
         code = op.wait_exit(timeout=420 if step == "after_job_finished" else 120)
         out = op.output()
         op.stop()
@@ -239,7 +178,7 @@ def test_crash_at_every_reconcile_step_converges(prepared: Cluster, k8s: K8s, na
             assert kids["deployments"] == [], "a Deployment exists although the operator died before applying it"
         if step == "after_deployment_apply":
             assert len(kids["deployments"]) == 1
-    op = OperatorProcess(operator_kubeconfig, namespace, root, log)
+    op = start_operator(operator_kubeconfig, namespace, root, log)
     try:
         wait_for(lambda: phase(k8s, namespace, name) == "Ready", 300, f"{name} Ready after the last restart")
         kids = check_invariants(k8s, namespace, name, "at Ready")
@@ -314,9 +253,9 @@ def test_operator_recovers_from_api_server_restart(prepared: Cluster, k8s: K8s, 
     # Two failed Deployment applies keep the first resource's reconcile in its retry loop, so the
     # outage hits the operator mid-reconcile (and before any Triton pod is starting).
     held = proxy.inject(500, count=2, method="PATCH", path=f"^/apis/apps/v1/namespaces/{namespace}/deployments/before-triton")
-    op = OperatorProcess(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
+    op = start_operator(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
     try:
-        wait_for(op.serving_metrics, 60, "the operator to start")
+        wait_for(op.ready, 60, "the operator to start")
         k8s.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, lms_manifest("before"))
         wait_for(lambda: held.injected >= 1, 60, "the operator's first Deployment apply")
         _control_plane(prepared, "stop")   # etcd, kube-apiserver and the controllers, mid-reconcile
@@ -348,7 +287,7 @@ def test_backs_off_on_429_and_500_then_converges(prepared: Cluster, k8s: K8s, na
     rules = [proxy.inject(429, count=3, retry_after=2, method="PATCH", path=f"^{deploy}\\?"),   # server-side apply
              proxy.inject(500, count=2, method="PATCH", path=f"^{service}\\?"),                # a failing apply
              proxy.inject(429, count=2, retry_after=1, method="PATCH", path=f"^{base}/status")]  # status write
-    op = OperatorProcess(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
+    op = start_operator(operator_kubeconfig, namespace, root, tmp_path / "operator.log")
     try:
         started = time.monotonic()
         k8s.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, lms_manifest(name))

@@ -1,4 +1,4 @@
-"""bench/faultproxy.py against a real local TLS server that demands a client certificate.
+"""lms_harness.faultproxy against a real local TLS server that demands a client certificate.
 
 The upstream is a plain `http.server` over TLS (HTTP/1.1 keep-alive, chunked streaming like a
 watch); the proxy must present the kubeconfig's client certificate, forward bodies, stream
@@ -9,37 +9,22 @@ from __future__ import annotations
 
 import base64
 import http.client
-import importlib.util
 import json
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("faultproxy", ROOT / "bench" / "faultproxy.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["faultproxy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fp = _load()
+from lms_harness import faultproxy as fp
 
 
 # -- pure parts ---------------------------------------------------------------------------------

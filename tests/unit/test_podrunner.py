@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from lms_sandbox.mapping import (TERMINATION_LOG_ENV, Mount, UnsupportedPod, build_local_container,
+from lms_harness.mapping import (TERMINATION_LOG_ENV, Mount, UnsupportedPod, build_local_container,
                                  container_env, container_mounts, expand_vars, rewrite_paths,
                                  substitute_triton_ports, translate_argv)
-from lms_sandbox.status import (ContainerState, endpoint_annotations, pod_phase, pod_status,
+from lms_harness.status import (ContainerState, endpoint_annotations, pod_phase, pod_status,
                                 termination_message)
 
 STATE = Path("/state")
@@ -232,7 +232,7 @@ def test_kwok_pod_stages_skip_project_pods_except_on_gpu_nodes() -> None:
 
 
 def test_rewrite_is_single_pass_when_state_dir_is_under_a_mount() -> None:
-    from lms_sandbox.mapping import Mount, rewrite_paths
+    from lms_harness.mapping import Mount, rewrite_paths
 
     mounts = [Mount(mount_path="/models", local_path="/tmp/state/pvc/ns/lms-models", read_only=True),
               Mount(mount_path="/tmp", local_path="/tmp/state/volumes/tmp", read_only=False)]

@@ -5,7 +5,7 @@ scheduler binds to a node labelled lms.dev/pool=cpu are run here as local proces
 (`lms ...` from this environment, `tritonserver ...` as a local Triton), with volumes mapped
 to folders under the state dir and status written back through pods/status.
 
-    python -m lms_sandbox.podrunner --kubeconfig K --state-dir D
+    python -m lms_harness.podrunner --kubeconfig K --state-dir D
 """
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lms_sandbox.mapping import LocalContainer, UnsupportedPod, build_local_container, pod_key
-from lms_sandbox.status import (ContainerState, endpoint_annotations, now_rfc3339, pod_status,
+from lms_harness.mapping import LocalContainer, UnsupportedPod, build_local_container, pod_key
+from lms_harness.ports import free_ports
+from lms_harness.processes import kill_group
+from lms_harness.status import (ContainerState, endpoint_annotations, now_rfc3339, pod_status,
                                 termination_message)
 
 PROJECT_SELECTOR = "app.kubernetes.io/part-of=lms"
@@ -32,43 +34,6 @@ POOL_LABEL = "lms.dev/pool"
 RUN_POOL = "cpu"
 MAX_GRACE_SECONDS = 15.0
 log = logging.getLogger("podrunner")
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel reports free right now."""
-    import socket
-
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def kill_group(proc: subprocess.Popen[bytes], grace: float) -> int | None:
-    """SIGTERM the process group, SIGKILL it after grace seconds; returns the exit code."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers left in the group
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        return None
 
 
 def http_ready(address: str, path: str = "/v2/health/ready") -> bool:
@@ -496,7 +461,7 @@ class PodRunner:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m lms_sandbox.podrunner", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lms_harness.podrunner", description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to serve")
     parser.add_argument("--state-dir", required=True, type=Path, help="folder for logs, PVC folders, pod files")
     return parser.parse_args(argv)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A small counting and fault-injecting HTTP/1.1 proxy in front of a Kubernetes API server.
 
 Clients (the operator) talk plain HTTP (or TLS with --tls-cert/--tls-key) to the proxy; the
@@ -15,7 +14,7 @@ Control endpoints on the same port (never forwarded):
   POST /__faultproxy/reset           drop rules and zero the counters
 
 CLI:
-  bench/faultproxy.py --kubeconfig KC --write-kubeconfig OUT [--listen 127.0.0.1:0]
+  python -m lms_harness.faultproxy --kubeconfig KC --write-kubeconfig OUT [--listen 127.0.0.1:0]
                       [--inject 429:5:1[:METHOD[:PATHREGEX]]] [--stats-out FILE]
 prints `listening on http://HOST:PORT` and runs until SIGTERM/SIGINT.
 """
@@ -723,6 +722,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats_out:
         args.stats_out.write_text(json.dumps(proxy.snapshot(), indent=1) + "\n")
     return 0
+
+
+class ProxyProcess:
+    """The proxy as its own process (its own interpreter: a benchmark's threads do not slow it),
+    controlled over its /__faultproxy/ endpoints."""
+
+    def __init__(self, kubeconfig: Path, write_kubeconfig: Path, log_path: Path, impersonate: str | None = None) -> None:
+        import subprocess
+
+        argv = [sys.executable, "-m", "lms_harness.faultproxy", "--kubeconfig", str(kubeconfig),
+                "--write-kubeconfig", str(write_kubeconfig)]
+        if impersonate:
+            argv += ["--impersonate", impersonate]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        line = self.proc.stdout.readline().decode().strip() if self.proc.stdout else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise ProxyError(f"faultproxy did not start: {line!r} (see {log_path})")
+        self.url = line.split(" ", 2)[2]
+        self.kubeconfig = write_kubeconfig
+
+    def stats(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}{CONTROL_PREFIX}stats", timeout=10) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        import urllib.request
+
+        req = urllib.request.Request(f"{self.url}{CONTROL_PREFIX}reset", data=b"{}", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def stop(self) -> None:
+        from lms_harness.processes import kill_group
+
+        kill_group(self.proc, 10)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
