@@ -56,6 +56,7 @@ def test_an_empty_variable_counts_as_unset() -> None:
     ({"LMS_COMPRESSION_MEMORY": "6 GB"}, "LMS_COMPRESSION_MEMORY: not a Kubernetes quantity"),
     ({"LMS_PROMETHEUS_ADDRESS": "prometheus:9090"}, "LMS_PROMETHEUS_ADDRESS: not an http(s) URL"),
     ({"LMS_IMAGE": "lms operator"}, "LMS_IMAGE: not an image reference"),
+    ({"LMS_S3_SECRET": "S3 Keys"}, "LMS_S3_SECRET: not a Secret name"),
     ({"LMS_REPOSITORY_ROOT": "/nonexistent/lms"}, "LMS_REPOSITORY_ROOT: not a directory (got '/nonexistent/lms')"),
 ])
 def test_a_bad_variable_is_refused_by_name(env: dict[str, str], message: str) -> None:
@@ -126,3 +127,15 @@ def test_lms_operator_help_shows_the_settings_table() -> None:
 def test_lms_operator_exits_2_on_a_bad_flag() -> None:
     done = _lms("operator", "-A", "--metrics-port", "x")
     assert done.returncode == 2 and "argument --metrics-port: not an integer (got 'x')" in done.stderr
+
+
+def test_the_chart_passes_only_settings_the_operator_knows() -> None:
+    """Every LMS_* variable and every flag the chart's Deployment gives `lms operator` is in SETTINGS."""
+    import re
+
+    template = (Path(__file__).resolve().parents[2] / "charts" / "lms-operator" / "templates" / "deployment.yaml").read_text()
+    envs = set(re.findall(r"- name: (LMS_[A-Z0-9_]+)", template))
+    flags = set(re.findall(r"^\s*- (--[a-z-]+)", template, re.MULTILINE))
+    assert envs and flags
+    assert envs <= {s.env for s in SETTINGS}
+    assert flags <= {flag for s in SETTINGS for flag in s.flags}

@@ -73,6 +73,11 @@ def _directory(value: Path | None) -> str | None:
     return None if value is None or value.is_dir() else "not a directory"
 
 
+def _secret_name(value: str | None) -> str | None:
+    ok = value is None or (len(value) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value))
+    return None if ok else "not a Secret name (lower-case DNS subdomain)"
+
+
 def _namespaces(value: tuple[str, ...]) -> str | None:
     return None if all(value) else "an empty namespace name"
 
@@ -128,7 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
             parse=_integer, check=_positive),
     Setting("default_s3_secret", (), "LMS_S3_SECRET", _BUILD.default_s3_secret,
             "Secret (AWS_* keys) that Jobs and Triton pods use, by reference, for s3:// sources and repositories "
-            "of resources naming none (the operator never reads it)."),
+            "of resources naming none (the operator never reads it).", check=_secret_name),
 )
 BY_FIELD = {setting.field: setting for setting in SETTINGS}
 BUILD_FIELDS = ("image", "prometheus_address", "compression_cpu", "compression_memory", "max_model_bytes",
