@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from types import MappingProxyType
 from typing import Any
 
 import kopf
@@ -40,7 +41,7 @@ MAX_CONCURRENT_PASSES = 16
 # periodic resync. In arrival order alone, 1000 new resources kept every finished rollout waiting
 # behind the creation passes (bench/scale.py: 72 of 1000 Ready when the 1000th Deployment was
 # applied).
-PRIORITY = {"child": 0, "spec": 1, "requeue": 1, "resync": 2}
+PRIORITY = MappingProxyType({"child": 0, "spec": 1, "requeue": 1, "resync": 2})
 
 # After a pass fails (an API error), the resource's next pass waits this long, whichever trigger
 # asks for it: a child's event and the resync would otherwise retry a failing API server at once.
