@@ -227,8 +227,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for setting in SETTINGS:
         if not setting.flags:
             continue
-        env = f" (env {setting.env})" if setting.env else ""
-        help_text = f"{setting.meaning}{env} Default: {setting.default}." if setting.kind == "value" else setting.meaning
+        env = f"env {setting.env}; " if setting.env else ""
+        default = "unset" if setting.default is None else setting.default
+        help_text = f"{setting.meaning} [{env}default {default}]" if setting.kind == "value" else setting.meaning
         if setting.kind == "switch":
             parser.add_argument(*setting.flags, dest=setting.field, action="store_true", help=help_text)
         elif setting.kind == "list":
