@@ -48,7 +48,7 @@ def run_one(lms: Any, root: Path, spec_dir: Path | None) -> dict[str, Any]:
     from lms_operator.compression.pipeline import compress
 
     t0 = time.perf_counter()
-    summary = compress(lms, root, spec_dir, None)
+    summary = compress(lms, root, spec_dir, None).to_dict()
     report = json.loads((root / summary["path"] / "report.json").read_text())
     return {"wall_s": round(time.perf_counter() - t0, 1), "chosen": summary["variant"],
             "baseline_ms": report["latency_ms"]["baseline"], "original_bytes": report["original_bytes"],

@@ -120,13 +120,13 @@ def test_install_prints_next_steps_and_creates_least_privilege_rbac(cluster: Clu
             "crd/kopfpeerings.kopf.dev", "--timeout=60s")
     kubeconfig = sa_kubeconfig(cluster, k8s, release, tmp_path / "sa.kubeconfig")
     ns = release.watched
-    allowed = [("create", "jobs.batch"), ("patch", "deployments.apps"), ("watch", "largemodelservices.serving.lms.dev"),
+    allowed = [("create", "jobs.batch"), ("delete", "jobs.batch"), ("patch", "deployments.apps"), ("watch", "largemodelservices.serving.lms.dev"),
                ("list", "pods"), ("create", "events")]
     for verb, resource in allowed:
         assert can_i(kubectl, kubeconfig, verb, resource, "-n", ns), (verb, resource)
     assert can_i(kubectl, kubeconfig, "patch", "largemodelservices.serving.lms.dev", "--subresource=status", "-n", ns)
     denied = [("patch", "largemodelservices.serving.lms.dev", ns),
-              ("get", "secrets", ns), ("list", "secrets", ns), ("create", "pods", ns), ("delete", "jobs.batch", ns),
+              ("get", "secrets", ns), ("list", "secrets", ns), ("create", "pods", ns), ("delete", "jobs.batch", "default"),
               ("create", "jobs.batch", "default"), ("patch", "deployments.apps", release.namespace),
               ("create", "rolebindings.rbac.authorization.k8s.io", ns), ("create", "persistentvolumeclaims", ns)]
     for verb, resource, where in denied:

@@ -49,13 +49,14 @@ def resource(status: dict[str, Any] | None, generation: int = 1) -> dict[str, An
 
 
 def published() -> st.CompressionOutcome:
-    return st.CompressionOutcome("published", st.PUBLISHED, "compression Job succeeded",
-                                 {"quality": {"metric": "cosine", "score": 0.995, "threshold": 0.99, "passed": True}})
+    return st.CompressionOutcome("published", st.PUBLISHED, "compression Job succeeded", st.CompressionSummary.from_dict(
+        {"quality": {"metric": "cosine", "score": 0.995, "threshold": 0.99, "passed": True}}))
 
 
 def gate_failed() -> st.CompressionOutcome:
-    summary = {"quality": {"metric": "cosine", "score": 0.96, "threshold": 0.99, "passed": False}}
-    return st.CompressionOutcome("failed", st.QUALITY_GATE_FAILED, st.gate_message(summary), summary)
+    summary = st.CompressionSummary.from_dict({"quality": {"metric": "cosine", "score": 0.96, "threshold": 0.99,
+                                                           "passed": False}})
+    return st.CompressionOutcome("failed", st.QUALITY_GATE_FAILED, f"quality gate failed: {summary.gate_text()}", summary)
 
 
 def derived(obs: st.Observation, previous: dict[str, Any] | None = None) -> dict[str, Any]:

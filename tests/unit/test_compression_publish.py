@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lms_operator.compression.publish import compact_summary, emit_summary, publish_version, termination_log_path
+from lms_operator.api.contract import CompressionSummary
+from lms_operator.compression.publish import emit_summary, publish_version, termination_log_path
 from lms_operator.modelrepo.layout import is_complete
 
 
@@ -51,15 +52,15 @@ def test_interrupted_version_without_marker_is_replaced(tmp_path: Path) -> None:
 
 
 def test_summary_fits_4k_by_trimming_the_error() -> None:
-    text = compact_summary({"model": "m", "error": "x" * 10000})
+    text = CompressionSummary(model="m", error="x" * 10000).to_message()
     assert len(text.encode()) <= 4096 and json.loads(text)["error"].endswith("...")
-    assert compact_summary({"b": 1, "a": 2}) == '{"a":2,"b":1}'
+    assert CompressionSummary(variant="b", model="a").to_message() == '{"model":"a","variant":"b"}'
 
 
 def test_termination_log_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "termination-log"
     monkeypatch.setenv("LMS_TERMINATION_LOG", str(log))
     assert termination_log_path() == log
-    emit_summary({"version": "k", "cache_hit": True})
+    emit_summary(CompressionSummary(version="k", cache_hit=True))
     assert json.loads(log.read_text()) == {"version": "k", "cache_hit": True}
     assert json.loads(capsys.readouterr().out) == {"version": "k", "cache_hit": True}

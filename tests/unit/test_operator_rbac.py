@@ -30,7 +30,7 @@ def test_no_wildcards_and_no_secrets() -> None:
 def test_every_call_of_the_operator_is_allowed() -> None:
     calls = [("serving.lms.dev", "largemodelservices", v) for v in ("get", "list", "watch")]
     calls += [("serving.lms.dev", "largemodelservices/status", "patch"),
-              ("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "watch"),
+              ("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "watch"), ("batch", "jobs", "delete"),
               ("", "pods", "list"), ("", "persistentvolumeclaims", "get"), ("", "events", "create"),
               ("apps", "deployments", "patch"), ("apps", "deployments", "get"), ("apps", "deployments", "watch")]
     for kind in ("services", "poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects"):

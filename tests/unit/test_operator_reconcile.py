@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,7 @@ class FakeKube:
         if self._key(obj) in self.objects:
             return copy.deepcopy(self.objects[self._key(obj)]), False
         stored = copy.deepcopy(obj)
-        stored["metadata"]["generation"] = 1
+        stored["metadata"].update(generation=1, uid=f"uid-{obj['kind']}-{len(self.writes)}")
         self.objects[self._key(obj)] = stored
         self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
         return copy.deepcopy(stored), True
@@ -79,6 +81,11 @@ class FakeKube:
             self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
         self.objects[self._key(obj)] = stored
         return copy.deepcopy(stored)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
+        self.calls.append(("delete", kind))
+        if self.objects.pop((api_version, kind, namespace, name), None) is not None:
+            self.writes.append(("delete", kind, name))
 
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +149,16 @@ def ready_deployment(kube: FakeKube, name: str = "minilm-triton") -> None:
     dep = kube.objects[("apps/v1", "Deployment", NS, name)]
     dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
                      "readyReplicas": 1, "availableReplicas": 1}
+
+
+def publish(root: Path, key: str, name: str = "minilm", model: bytes = b"onnx bytes") -> Path:
+    """A published version folder as `lms compress` leaves it: model, report with its digest, marker."""
+    version = root / NS / "lms-models" / NS / name / key
+    (version / name / "1").mkdir(parents=True)
+    (version / name / "1" / "model.onnx").write_bytes(model)
+    (version / "report.json").write_text(json.dumps({**summary(GATE_OK), "sha256": hashlib.sha256(model).hexdigest()}))
+    (version / ".complete").write_text("")
+    return version
 
 
 def key_of(manifest: dict[str, Any]) -> str:
@@ -235,11 +252,7 @@ def test_cache_hit_in_repository_needs_no_job(kube: FakeKube, minilm_manifest: d
                                               tmp_path: Path) -> None:
     add_lms(kube, minilm_manifest)
     add_claim(kube)
-    key = key_of(minilm_manifest)
-    version = tmp_path / NS / "lms-models" / NS / "minilm" / key
-    version.mkdir(parents=True)
-    (version / "report.json").write_text(json.dumps(summary(GATE_OK)))
-    (version / ".complete").write_text("")
+    publish(tmp_path, key_of(minilm_manifest))
     _, status = run(kube, root=tmp_path)
     assert "Job" not in kinds(kube) and "Deployment" in kinds(kube)
     assert status["compression"]["ratio"] == 3.91
@@ -295,7 +308,8 @@ def pass_calls(kube: FakeKube, ctx: Context) -> list[tuple[str, str]]:
 def test_settled_pass_only_reads_the_deployment(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
     ctx = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
     serve_ready(kube, minilm_manifest, ctx)
-    assert pass_calls(kube, ctx) == [("get", "Deployment")]  # no apply, claim remembered
+    # no apply, claim remembered; without repository access the finished Job is the version's evidence
+    assert pass_calls(kube, ctx) == [("get", "Job"), ("get", "Deployment")]
     fresh = Context(kube=kube, settings=BuildSettings())  # type: ignore[arg-type]
     calls = pass_calls(kube, fresh)  # a restarted process trusts the stamped Deployment
     assert not [c for c in calls if c[0] == "apply"] and ("get", "PersistentVolumeClaim") in calls
@@ -359,6 +373,8 @@ def test_settled_pass_with_a_watched_deployment_makes_no_request(kube: FakeKube,
     serve_ready(kube, minilm_manifest, ctx)
     deployment = kube.objects[("apps/v1", "Deployment", NS, meta.server_name(parse_spec(minilm_manifest)))]
     ctx.watched["Deployment"].offer(f"{NS}/{deployment['metadata']['name']}", deployment)
+    job = next(o for (_, k, _, _), o in kube.objects.items() if k == "Job")
+    ctx.watched["Job"].offer(f"{NS}/{job['metadata']['name']}", job)
     assert pass_calls(kube, ctx) == []
     ctx.watched["Deployment"].drop(f"{NS}/{deployment['metadata']['name']}", deployment)
     assert pass_calls(kube, ctx) == [("get", "Deployment")]  # deleted on the watch: the API decides
@@ -375,10 +391,7 @@ def test_cache_hit_reads_no_job_and_a_watched_job_is_not_read_again(kube: FakeKu
     job_name = meta.child_name("minilm", f"compress-{key[:10]}")
     ctx.watched["Job"].offer(f"{NS}/{job_name}", kube.objects[("batch/v1", "Job", NS, job_name)])
     assert ("get", "Job") not in pass_calls(kube, ctx)
-    version = tmp_path / NS / "lms-models" / NS / "minilm" / key
-    version.mkdir(parents=True)
-    (version / "report.json").write_text(json.dumps(summary(GATE_OK)))
-    (version / ".complete").write_text("")
+    publish(tmp_path, key)
     ctx.watched["Job"].drop(f"{NS}/{job_name}")
     assert ("get", "Job") not in pass_calls(kube, ctx)  # published: the repository answers
 
@@ -401,3 +414,60 @@ def test_a_spec_is_validated_once_per_generation(minilm_manifest: dict[str, Any]
         with pytest.raises(SpecError):
             parsed_spec(ctx, body)
     assert set(ctx.specs) == {("uid-1", 1), ("uid-1", 2)}
+
+
+def test_a_wiped_or_altered_version_is_rebuilt_by_a_new_job(kube: FakeKube, minilm_manifest: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    key = key_of(minilm_manifest)
+    job_name = meta.child_name("minilm", f"compress-{key[:10]}")
+    ctx = Context(kube=kube, settings=BuildSettings(), repository_root=tmp_path)  # type: ignore[arg-type]
+    pass_calls(kube, ctx)
+    finish_job(kube, key, "minilm", 0, GATE_OK)
+    version = publish(tmp_path, key)
+    assert ("apply", "Deployment") in pass_calls(kube, ctx)
+    ready_deployment(kube)
+    pass_calls(kube, ctx)
+    assert kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")]["status"]["phase"] == st.READY
+
+    for damage in ("wipe", "alter"):
+        if damage == "wipe":
+            shutil.rmtree(version)
+        else:
+            (version / "minilm" / "1" / "model.onnx").write_bytes(b"tampered")
+        kube.writes.clear()
+        pass_calls(kube, ctx)
+        assert kube.writes[:2] == [("delete", "Job", job_name), ("create", "Job", job_name)], damage
+        status = kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")]["status"]
+        compressed = next(c for c in status["conditions"] if c["type"] == st.COMPRESSED)
+        assert compressed["reason"] == st.REBUILDING and status["phase"] == st.COMPRESSING, damage
+        ready = next(c for c in status["conditions"] if c["type"] == st.READY)
+        assert ready["status"] == "True", damage  # the running pods keep serving meanwhile
+        if version.exists():
+            shutil.rmtree(version)
+        finish_job(kube, key, "minilm", 0, GATE_OK)
+        version = publish(tmp_path, key)
+        pass_calls(kube, ctx)
+        assert kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")]["status"]["phase"] == st.READY
+
+
+def test_an_operator_upgrade_keeps_every_version_key(minilm_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package version is not part of the key or of any rendered body: upgrading recompresses nothing."""
+    import lms_operator
+    from lms_operator.resources.render import serving_objects
+
+    lms = parse_spec(minilm_manifest)
+    key = version_key(lms)
+    before = serving_objects(lms, key, BuildSettings())
+    monkeypatch.setattr(lms_operator, "__version__", "99.0.0")
+    assert version_key(parse_spec(minilm_manifest)) == key
+    assert serving_objects(lms, key, BuildSettings()) == before
+
+
+def test_the_format_version_is_part_of_the_key(minilm_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lms_operator.api import version
+
+    key = version_key(parse_spec(minilm_manifest))
+    monkeypatch.setattr(version, "FORMAT_VERSION", 999)
+    assert version_key(parse_spec(minilm_manifest)) != key

@@ -43,19 +43,28 @@ def test_conditions_come_in_a_fixed_order() -> None:
     assert all("observedGeneration" not in c for c in conds)
 
 
-def test_parse_summary_takes_the_last_json_line() -> None:
+def test_summary_from_a_message_takes_the_last_json_line() -> None:
     text = "loading...\n{not json\n" + json.dumps(SUMMARY)
-    assert st.parse_summary(text) == SUMMARY
-    assert st.parse_summary("") is None and st.parse_summary("Traceback: boom") is None
+    assert st.CompressionSummary.from_message(text).to_dict() == {k: v for k, v in SUMMARY.items() if k != "cache_hit"}
+    assert st.CompressionSummary.from_message("") is None
+    assert st.CompressionSummary.from_message("Traceback: boom") is None
+
+
+def test_summary_round_trips_through_the_termination_message() -> None:
+    summary = st.CompressionSummary.from_dict({**SUMMARY, "cache_hit": True, "unknown": 1, "speedup": "fast"})
+    assert summary.speedup is None and summary.cache_hit is True
+    assert st.CompressionSummary.from_message(summary.to_message()) == summary
+    long = st.CompressionSummary(model="m", error="x" * 10_000).to_message()
+    assert len(long.encode()) <= 4096 and json.loads(long)["error"].endswith("...")
 
 
 def test_compression_status_maps_summary_fields() -> None:
-    comp = st.compression_status(SUMMARY, "0123456789abcdef")
+    comp = st.CompressionSummary.from_dict(SUMMARY).status_block("0123456789abcdef")
     assert comp == {"version": "0123456789abcdef", "originalBytes": 90_000_000, "compressedBytes": 23_000_000,
                     "ratio": 3.913, "latencyMs": 170.2, "baselineLatencyMs": 295.0, "speedup": 1.733,
                     "metric": "cosine", "score": 0.9921, "threshold": 0.99, "passed": True,
                     "variant": "int8-per-channel", "sha256": "a" * 64}
-    assert st.compression_status({"error": "x"}, "k") == {"version": "k"}
+    assert st.CompressionSummary.from_dict({"error": "x"}).status_block("k") == {"version": "k"}
 
 
 @pytest.mark.parametrize("job, pods, state, reason", [
@@ -77,7 +86,15 @@ def test_job_outcome(job: dict[str, Any], pods: list[dict[str, Any]], state: str
 def test_gate_failure_message_has_the_numbers() -> None:
     failed = {"quality": {"metric": "cosine", "score": 0.96123, "threshold": 0.99, "passed": False}}
     outcome = st.job_outcome(_job("Failed"), [_pod(3, json.dumps(failed))])
-    assert outcome.message == "quality gate failed: cosine 0.9612 < threshold 0.99"
+    assert outcome.message == "quality gate failed: cosine 0.9612 < 0.99"
+
+
+def test_a_version_key_mismatch_fails_with_both_keys() -> None:
+    summary = {"version": "bbbb", "requested_version": "aaaa", "error": "version key mismatch: the operator asked "
+               "for aaaa, this compression image computes bbbb (compression format 2)"}
+    outcome = st.job_outcome(_job("Failed"), [_pod(2, json.dumps(summary))])
+    assert (outcome.state, outcome.reason) == ("failed", st.VERSION_MISMATCH)
+    assert "aaaa" in outcome.message and "bbbb" in outcome.message
 
 
 def test_job_outcome_uses_the_newest_pod() -> None:
@@ -89,7 +106,7 @@ def test_job_outcome_uses_the_newest_pod() -> None:
 
 # ---- the phase decision table ----------------------------------------------------------------------
 
-PUBLISHED = st.CompressionOutcome("published", st.PUBLISHED, "ok", SUMMARY)
+PUBLISHED = st.CompressionOutcome("published", st.PUBLISHED, "ok", st.CompressionSummary.from_dict(SUMMARY))
 RUNNING = st.CompressionOutcome("running", st.COMPRESSING, "running")
 GATE = st.CompressionOutcome("failed", st.QUALITY_GATE_FAILED, "quality gate failed: cosine 0.9600 < threshold 0.99")
 BAD = st.CompressionOutcome("failed", st.INVALID_MODEL, "invalid model: digest mismatch")
@@ -97,8 +114,12 @@ CLAIM_OK = st.Condition(st.REPOSITORY_READY, True, st.CLAIM_BOUND, "bound")
 NO_CLAIM = st.Condition(st.REPOSITORY_READY, False, st.CLAIM_NOT_FOUND, "PersistentVolumeClaim lms-models not found")
 
 
-def serving(version: str, ready: int, rolled_out: bool = True) -> st.ServingObservation:
-    return st.ServingObservation(version=version, replicas=max(ready, 1), ready_replicas=ready, rolled_out=rolled_out)
+def serving(version: str, ready: int, rolled_out: bool = True, stalled: str | None = None) -> st.ServingObservation:
+    return st.ServingObservation(version=version, replicas=max(ready, 1), ready_replicas=ready, rolled_out=rolled_out,
+                                 stalled=stalled)
+
+
+STALLED = 'ReplicaSet "m-triton-1" has timed out progressing.'
 
 
 def conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -115,6 +136,10 @@ def conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
     ("bad model on update", BAD, serving("k1", 1), "k1", CLAIM_OK, st.DEGRADED, "True", "k1"),
     ("compressing update", RUNNING, serving("k1", 1), "k1", CLAIM_OK, st.COMPRESSING_PHASE, "True", "k1"),
     ("no claim", None, None, None, NO_CLAIM, st.PENDING, "False", None),
+    ("first rollout past its deadline", PUBLISHED, serving("k2", 0, False, STALLED), None, CLAIM_OK, st.FAILED,
+     "False", None),
+    ("update past its deadline", PUBLISHED, serving("k2", 1, False, STALLED), "k1", CLAIM_OK, st.DEGRADED, "True",
+     "k1"),
 ])
 def test_phase_decision_table(name: str, comp: st.CompressionOutcome | None, srv: st.ServingObservation | None,
                               prev_version: str | None, repo: st.Condition, phase: str, ready: str,
@@ -156,6 +181,31 @@ def test_status_patch_only_carries_changes() -> None:
                                             compression=PUBLISHED, serving=serving("k", 2)), first, T1)
     patch = st.status_patch(first, later)
     assert patch["readyReplicas"] == 2 and "phase" not in patch
+
+
+def test_status_compression_comes_from_the_observation_and_is_replaced_whole() -> None:
+    obs = st.Observation(generation=1, desired_version="k", repository=CLAIM_OK, compression=PUBLISHED,
+                         serving=serving("k", 1))
+    first = st.derive_status(obs, {}, T0)
+    assert first["compression"]["version"] == "k" and first["compression"]["ratio"] == 3.913
+    running = st.Observation(generation=2, desired_version="k2", repository=CLAIM_OK, compression=RUNNING,
+                             serving=serving("k", 1), previous_version="k")
+    assert st.derive_status(running, first, T1)["compression"] == first["compression"]  # still what is served
+    failed = st.Observation(generation=2, desired_version="k2", repository=CLAIM_OK, compression=BAD,
+                            serving=serving("k", 1), previous_version="k")
+    patch = st.status_patch(first, st.derive_status(failed, first, T1))
+    assert patch["compression"]["version"] == "k2" and patch["compression"]["passed"] is False
+    assert patch["compression"]["ratio"] is None  # a merge patch that drops the old version's numbers
+
+
+def test_progress_deadline_is_the_reason_on_serving_and_ready() -> None:
+    obs = st.Observation(generation=1, desired_version="k2", repository=CLAIM_OK, compression=PUBLISHED,
+                         serving=serving("k2", 0, False, STALLED))
+    status = st.derive_status(obs, {}, T0)
+    c = conds(status)
+    assert c[st.SERVING_READY] == ("False", st.PROGRESS_DEADLINE_EXCEEDED)
+    assert c[st.READY] == ("False", st.PROGRESS_DEADLINE_EXCEEDED)
+    assert "timed out progressing" in status["message"]
 
 
 def test_gate_verdict_counts_before_the_job_gives_up() -> None:

@@ -55,10 +55,11 @@ is the source of truth; tests/unit/test_chart.py keeps the two identical). No wi
 - apiGroups: [serving.lms.dev]
   resources: [largemodelservices/status]
   verbs: [get, patch]
-# Compression Jobs: created with a deterministic name, watched to re-reconcile the owner.
+# Compression Jobs: created with a deterministic name, watched to re-reconcile the owner, and
+# deleted (exactly the one, by uid) when the version it published is gone from the repository.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, delete]
 # The Job's pods: the compression summary is their termination message.
 - apiGroups: [""]
   resources: [pods]

@@ -218,6 +218,9 @@ SERVING = obj({
         "preferredBatchSizes": array(integer(minimum=1, maximum=1024), max_items=8),
     }, "Triton's dynamic batcher.", default={}),
     "instances": integer("Model instances per pod.", minimum=1, maximum=16, default=1),
+    "progressDeadlineSeconds": integer("A rollout that makes no progress for this long is ProgressDeadlineExceeded: "
+                                       "Degraded while an earlier version serves, else Failed.",
+                                       minimum=10, maximum=86400, default=600),
     "sequenceLength": integer("Tokens per request the gate, benchmark and clients use; also the server-side "
                               "tokenizer's limit for text requests.", minimum=8, maximum=8192, default=128),
     "text": obj({

@@ -111,6 +111,7 @@ class ServingSpec:
     instances: int
     sequence_length: int
     text_truncation: bool = True
+    progress_deadline_seconds: int = 600
 
     @property
     def threads(self) -> int:
@@ -253,6 +254,7 @@ def _build(d: dict[str, Any]) -> Spec:
             instances=serv["instances"],
             sequence_length=serv["sequenceLength"],
             text_truncation=serv["text"]["truncation"],
+            progress_deadline_seconds=serv["progressDeadlineSeconds"],
         ),
         autoscaling=AutoscalingSpec(auto["minReplicas"], auto["maxReplicas"], auto["metric"], auto["target"]),
         repository=RepositorySpec(repo.get("pvc"), repo.get("uri"), (repo.get("secretRef") or {}).get("name"),

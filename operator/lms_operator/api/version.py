@@ -2,8 +2,10 @@
 
 The key covers everything that shapes the published files: the source model
 (URI and digest pin), the compression spec, the serving fields that end up in
-config.pbtxt, and the tool version. Same input, same key, so a version that is
-already published is a cache hit for both `lms compress` and the operator.
+config.pbtxt, and the compression format version. Same input, same key, so a
+version that is already published is a cache hit for both `lms compress` and
+the operator. The package version is left out on purpose: an operator upgrade
+that keeps the format version recompresses nothing and rolls nothing out.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from lms_operator import __version__
+from lms_operator.api.contract import FORMAT_VERSION
 from lms_operator.api.spec import LargeModelService
 
 KEY_LENGTH = 16
@@ -20,7 +22,7 @@ KEY_LENGTH = 16
 def version_inputs(lms: LargeModelService) -> dict[str, Any]:
     serving = lms.raw_spec["serving"]
     return {
-        "tool": __version__,
+        "format": FORMAT_VERSION,
         "model": lms.raw_spec["model"],
         "compression": lms.raw_spec["compression"],
         "serving": {key: serving[key] for key in ("device", "maxBatchSize", "dynamicBatching", "instances",

@@ -12,8 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Load, prune, distil, export, quantize, gate and publish a LargeModelService's model.")
     p.add_argument("spec", nargs="?", help="LargeModelService YAML file")
     p.add_argument("--spec-json", help="the resource as JSON {apiVersion, kind, metadata, spec} (the Job's form)")
-    p.add_argument("--out", required=True, help="repository root (ROOT/<namespace>/<name>/<version>)")
+    p.add_argument("--out", required=True,
+                   help="repository: a folder (ROOT/<namespace>/<name>/<version>) or s3://bucket/prefix")
+    p.add_argument("--protect", action="append", default=[], metavar="KEY",
+                   help="a version retention must keep (serving or rolling out); repeatable")
     p.add_argument("--model-dir", help="read the source model from this path (mounted pvc:// sources)")
+    p.add_argument("--version-key", help="the version key the operator expects; a different one here exits 2")
     p.set_defaults(func=run_compress)
     d = subparsers.add_parser("digest", help="print the sha256 to pin in spec.model.sha256",
                               description="Digest of a model file, or of a folder's manifest of sorted '<sha256>  <path>' lines.")
@@ -52,27 +56,27 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from lms_operator.api.contract import CompressionSummary, ExitCode
     from lms_operator.compression.errors import CompressionError
     from lms_operator.compression.publish import emit_summary
 
-    summary: dict[str, object] = {}
+    summary = CompressionSummary()
     try:
         lms, spec_dir = _load(args)
-        summary = {"model": lms.name}
-        from lms_operator.compression.pipeline import compress
+        summary = CompressionSummary(model=lms.name)
+        from lms_operator.compression.remote import compress_to
 
-        result = compress(lms, Path(args.out), spec_dir, Path(args.model_dir) if args.model_dir else None)
-        emit_summary(result)
-        return 0
+        emit_summary(compress_to(lms, args.out, spec_dir, Path(args.model_dir) if args.model_dir else None,
+                                 args.version_key, args.protect))
+        return ExitCode.OK
     except CompressionError as exc:
-        message = str(exc)
-        code = exc.exit_code
-        summary = {**summary, **exc.summary, "error": message}
+        message, code = str(exc), exc.exit_code
+        summary = replace(exc.summary, model=exc.summary.model or summary.model, error=message)
     except Exception as exc:  # unexpected: still one line and a summary
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        code = 1
-        summary = {**summary, "error": message}
-    summary.pop("candidates", None)
+        message, code = f"{type(exc).__name__}: {exc}".splitlines()[0], ExitCode.FAILED
+        summary = replace(summary, error=message)
     print(f"lms compress: error: {message}", file=sys.stderr)
     emit_summary(summary)
-    return code
+    return int(code)

@@ -1,26 +1,26 @@
-"""Errors that map to the `lms compress` exit codes."""
+"""Errors that map to the `lms compress` exit codes (api/contract.py)."""
 from __future__ import annotations
 
-from typing import Any
+from lms_operator.api.contract import CompressionSummary, ExitCode
 
 
 class CompressionError(Exception):
-    """Anything that stops a compression run; exit code 1. May carry a partial summary."""
+    """Anything that stops a compression run. May carry a partial summary."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
-    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, summary: CompressionSummary | None = None) -> None:
         super().__init__(message)
-        self.summary = summary or {}
+        self.summary = summary or CompressionSummary()
 
 
 class InputError(CompressionError):
-    """Bad input: spec, model source, digest, format or unsafe paths; exit code 2."""
+    """Bad input: spec, model source, digest, format, unsafe paths or a version-key mismatch."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class GateFailed(CompressionError):
-    """No candidate reached the quality gate; exit code 3 (nothing is published)."""
+    """No candidate reached the quality gate (nothing is published)."""
 
-    exit_code = 3
+    exit_code = ExitCode.GATE_FAILED

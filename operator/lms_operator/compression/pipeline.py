@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from lms_operator.api.contract import FORMAT_VERSION, CompressionSummary, Latency, Quality
 from lms_operator.api.spec import LargeModelService
 from lms_operator.api.version import version_key
 from lms_operator.compression import data as datasets
@@ -27,6 +29,7 @@ from lms_operator.compression.publish import publish_version
 from lms_operator.compression.source import locate_model
 from lms_operator.compression.supply_chain import verify_published
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
+from lms_operator.modelrepo.text import text_models
 
 TIMING_BATCH = 32
 MAX_TRAIN_SENTENCES = 4096
@@ -209,22 +212,39 @@ def io_specs(task: str, baseline_out: np.ndarray, n_in: int | None) -> tuple[lis
     return ins, [TensorSpec(name, "TYPE_FP32", [width])]
 
 
-def cache_hit_summary(final: Path, key: str, rel: str, model_name: str) -> dict[str, Any]:
+def cache_hit_summary(final: Path, key: str, rel: str, model_name: str) -> CompressionSummary:
     """The published version's summary, after re-checking its model.onnx against the recorded digest."""
     verify_published(final, model_name)
     report = json.loads((final / REPORT_FILE).read_text())
-    fields = ("model", "variant", "original_bytes", "compressed_bytes", "size_ratio", "latency_ms", "speedup", "quality", "sha256")
-    return {"version": key, **{k: report.get(k) for k in fields}, "path": rel, "cache_hit": True}
+    return replace(CompressionSummary.from_dict(report), version=key, path=rel, cache_hit=True,
+                   format_version=FORMAT_VERSION)
 
 
-def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_dir: Path | None) -> dict[str, Any]:
-    """Run the whole pipeline; returns the summary. Raises InputError / GateFailed / CompressionError."""
+def check_requested_key(lms: LargeModelService, requested: str | None) -> str:
+    """This run's version key; refuses a key the operator computed differently (another format)."""
     key = version_key(lms)
+    if requested is not None and requested != key:
+        raise InputError(f"version key mismatch: the operator asked for {requested}, this compression image computes "
+                         f"{key} (compression format {FORMAT_VERSION}); run the operator's own image for the Job",
+                         CompressionSummary(version=key, requested_version=requested, model=lms.name,
+                                            format_version=FORMAT_VERSION))
+    return key
+
+
+def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_dir: Path | None,
+             requested_key: str | None = None) -> CompressionSummary:
+    """Run the whole pipeline; returns the summary. Raises InputError / GateFailed / CompressionError."""
+    key = check_requested_key(lms, requested_key)
     final = version_dir(root, lms.namespace, lms.name, key)
     rel = relative_version_path(lms.namespace, lms.name, key)
     if is_complete(final):
-        log(f"version {key} already published: cache hit")
-        return cache_hit_summary(final, key, rel, lms.name)
+        try:
+            summary = cache_hit_summary(final, key, rel, lms.name)
+            log(f"version {key} already published: cache hit")
+            return summary
+        except CompressionError as exc:  # altered or half-deleted: never served as is, rebuilt
+            log(f"{exc}: rebuilding version {key}")
+            discard_version(final)
     comp = lms.spec.compression
     m = lms.spec.model
     check_metric(m.task, comp.quality_gate.metric)
@@ -249,6 +269,13 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
         return _compress_in(lms, src, work, tmp, sw, key, final, rel, device, root, spec_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def discard_version(final: Path) -> None:
+    """Move a damaged version out of the way (renamed first, so no reader sees it half-deleted)."""
+    trash = final.with_name(f".discarded-{final.name}-{int(time.time())}")
+    os.rename(final, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: Path, sw: Stopwatch, key: str, final: Path,
@@ -325,31 +352,34 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     rows = [c.row(original_bytes, baseline_ms) for c in candidates]
     chosen = search.select(candidates)
     providers = ev.providers(device)
-    summary_base = {"version": key, "model": lms.name, "path": rel, "original_bytes": original_bytes, "cache_hit": False}
+    base = CompressionSummary(version=key, model=lms.name, path=rel, original_bytes=original_bytes,
+                              format_version=FORMAT_VERSION)
     if chosen is None:
         best = search.best_failed(candidates)
-        quality = {"metric": gate.metric, "score": None if best is None else round(best.score, 5), "threshold": gate.min, "passed": False}
         msg = (f"quality gate failed: best {gate.metric} {best.score:.4f} ({best.variant}) < {gate.min}" if best
                else "quality gate failed: no variant could be built or evaluated")
-        raise GateFailed(msg, {**summary_base, "variant": best.variant if best else None,
-                               "compressed_bytes": best.compressed_bytes if best else None,
-                               "size_ratio": round(original_bytes / best.compressed_bytes, 3) if best and best.compressed_bytes else None,
-                               "latency_ms": {"baseline": round(baseline_ms, 3), "compressed": round(best.latency_ms, 3) if best else None},
-                               "speedup": round(baseline_ms / best.latency_ms, 3) if best else None,
-                               "quality": quality, "sha256": None, "candidates": rows})
+        raise GateFailed(msg, replace(
+            base, variant=best.variant if best else None,
+            compressed_bytes=best.compressed_bytes if best else None,
+            size_ratio=round(original_bytes / best.compressed_bytes, 3) if best and best.compressed_bytes else None,
+            latency_ms=Latency(round(baseline_ms, 3), round(best.latency_ms, 3) if best else None),
+            speedup=round(baseline_ms / best.latency_ms, 3) if best else None,
+            quality=Quality(gate.metric, None if best is None else round(best.score, 5), gate.min, False)))
     with sw.stage("publish"):
         ins, outs = io_specs(src.task, reference, src.meta.get("in_features") or (work.tabular.x_test.shape[1] if work.tabular else None))
         config_text = render_config(build_model_config(lms.name, ins, outs, lms.spec.serving))
         digest = file_sha256(Path(chosen.path))
+        summary = replace(
+            base, variant=chosen.variant, compressed_bytes=chosen.compressed_bytes,
+            size_ratio=round(original_bytes / chosen.compressed_bytes, 3),
+            latency_ms=Latency(round(baseline_ms, 3), round(chosen.latency_ms, 3)),
+            speedup=round(baseline_ms / chosen.latency_ms, 3),
+            quality=Quality(gate.metric, round(chosen.score, 5), gate.min, True, round(teacher_score, 5),
+                            int(reference.shape[0])),
+            sha256=digest)
         report = {
-            "version": key, "model": lms.name, "task": src.task, "source": lms.spec.model.uri, "variant": chosen.variant,
-            "original_bytes": original_bytes, "compressed_bytes": chosen.compressed_bytes,
-            "size_ratio": round(original_bytes / chosen.compressed_bytes, 3),
-            "latency_ms": {"baseline": round(baseline_ms, 3), "compressed": round(chosen.latency_ms, 3)},
-            "speedup": round(baseline_ms / chosen.latency_ms, 3),
-            "quality": {"metric": gate.metric, "score": round(chosen.score, 5), "threshold": gate.min, "passed": True,
-                        "teacher_score": round(teacher_score, 5), "samples": int(reference.shape[0])},
-            "candidates": rows, "timings": sw.timings, "sha256": digest,
+            **summary.to_dict(), "task": src.task, "source": lms.spec.model.uri,
+            "candidates": rows, "timings": sw.timings,
             "benchmark": {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
                           "providers": providers, "device_class": lms.spec.serving.device,
                           "statistic": f"best of {timing_rounds} interleaved runs after 2 warm-ups"},
@@ -359,9 +389,9 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             report["benchmark"]["note"] = "no CUDA execution provider here: latencies were measured on the CPU"
         if work.tabular is not None:
             report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
-        publish_version(root, final, lms.name, Path(chosen.path), tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else [],
-                        config_text, report)
-    verify_published(final, lms.name, report["sha256"])
-    log(f"published {chosen.variant} to {final} ({report['size_ratio']}x smaller, {report['speedup']}x faster, {gate.metric} {chosen.score:.4f})")
-    fields = ("variant", "original_bytes", "compressed_bytes", "size_ratio", "latency_ms", "speedup", "quality", "sha256")
-    return {**summary_base, **{k: report[k] for k in fields}}
+        toks = tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else []
+        publish_version(root, final, lms.name, Path(chosen.path), toks, config_text, report,
+                        text_models(lms.name, src.task, outs[0], lms.spec.serving, toks, src.path))
+    verify_published(final, lms.name, digest)
+    log(f"published {chosen.variant} to {final} ({summary.size_ratio}x smaller, {summary.speedup}x faster, {gate.metric} {chosen.score:.4f})")
+    return summary

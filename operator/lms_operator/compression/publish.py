@@ -6,17 +6,21 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from lms_operator.api.contract import CompressionSummary
 from lms_operator.modelrepo.layout import COMPLETE_MARKER, MODEL_FILE, MODEL_VERSION, REPORT_FILE, TOKENIZER_DIR
+from lms_operator.modelrepo.text import TextModel
 
-SUMMARY_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 
 
 def publish_version(root: Path, final: Path, model_name: str, onnx_path: Path, tokenizer_files: list[Path],
-                    config_text: str, report: dict[str, Any]) -> Path:
-    """Write everything into a temp folder under ROOT, rename it into place, then write `.complete`."""
+                    config_text: str, report: dict[str, Any], text_models: Sequence[TextModel] = ()) -> Path:
+    """Write everything into a temp folder under ROOT, rename it into place, then write `.complete`.
+
+    `text_models` (modelrepo.text) are the text-in ensemble's models, written beside the ONNX model.
+    """
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
@@ -34,6 +38,8 @@ def publish_version(root: Path, final: Path, model_name: str, onnx_path: Path, t
             for f in tokenizer_files:
                 shutil.copyfile(f, tdir / f.name)
         (mdir / "config.pbtxt").write_text(config_text)
+        for text_model in text_models:
+            write_text_model(staging, text_model)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # an interrupted earlier publish (no marker): replace it
@@ -46,15 +52,18 @@ def publish_version(root: Path, final: Path, model_name: str, onnx_path: Path, t
     return final
 
 
-def compact_summary(summary: dict[str, Any]) -> str:
-    """One-line JSON, trimmed to 4 KiB by shortening the error text if needed."""
-    text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
-    if len(text.encode()) > SUMMARY_LIMIT and summary.get("error"):
-        s = dict(summary)
-        over = len(text.encode()) - SUMMARY_LIMIT
-        s["error"] = str(s["error"])[: max(0, len(str(s["error"])) - over - 8)] + "..."
-        text = json.dumps(s, separators=(",", ":"), sort_keys=True)
-    return text
+def write_text_model(version: Path, text_model: TextModel) -> None:
+    """One model folder: config.pbtxt, its own files, and version 1 (an ensemble's is empty)."""
+    mdir = version / text_model.name
+    vdir = mdir / MODEL_VERSION
+    vdir.mkdir(parents=True)
+    (mdir / "config.pbtxt").write_text(text_model.config_text)
+    for name, content in text_model.model_files.items():
+        (mdir / name).write_text(content)
+    for relative, source in text_model.version_files.items():
+        target = vdir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def termination_log_path() -> Path | None:
@@ -65,9 +74,9 @@ def termination_log_path() -> Path | None:
     return DEFAULT_TERMINATION_LOG if DEFAULT_TERMINATION_LOG.exists() else None
 
 
-def emit_summary(summary: dict[str, Any]) -> str:
-    """Print the summary to stdout and write it to the termination log."""
-    text = compact_summary(summary)
+def emit_summary(summary: CompressionSummary) -> str:
+    """Print the summary to stdout and write it to the termination log (the Job's answer)."""
+    text = summary.to_message()
     print(text, flush=True)
     path = termination_log_path()
     if path is not None:

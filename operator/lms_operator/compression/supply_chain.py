@@ -11,15 +11,14 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lms_operator.compression.digest import file_sha256, is_within
+from lms_operator.compression.digest import is_within
 from lms_operator.compression.errors import CompressionError, InputError
-from lms_operator.modelrepo.layout import REPORT_FILE, model_file
+from lms_operator.modelrepo.integrity import IntegrityError, verify_version
 
 ALLOWED_SCHEMES = ("file", "hf", "pvc", "s3")
 
@@ -83,15 +82,7 @@ def check_source_tree(path: Path, max_bytes: int) -> None:
 
 def verify_published(version: Path, model_name: str, expected: str | None = None) -> str:
     """sha256 of the published model.onnx, checked against `expected` or else report.json's digest."""
-    model = model_file(version, model_name)
-    if model.is_symlink() or not model.is_file():
-        raise CompressionError(f"published version {version}: {model.name} is missing or not a regular file")
-    if expected is None:
-        try:
-            expected = str(json.loads((version / REPORT_FILE).read_text())["sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise CompressionError(f"published version {version}: {REPORT_FILE} has no sha256 to check against") from None
-    actual = file_sha256(model)
-    if actual != expected.lower():
-        raise CompressionError(f"published version {version}: model.onnx sha256 {actual} does not match the recorded {expected}")
-    return actual
+    try:
+        return verify_version(version, model_name, expected)
+    except IntegrityError as exc:
+        raise CompressionError(str(exc)) from None

@@ -98,6 +98,15 @@ class Kube:
         return await self.call("PATCH", path, {"fieldManager": FIELD_MANAGER, "force": "true"}, obj,  # type: ignore[no-any-return]
                                content_type="application/apply-patch+yaml")
 
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly this object (uid precondition), its dependents in the background; gone is fine."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                "preconditions": {"uid": uid}}
+        try:
+            await self.call("DELETE", paths.item(api_version, kind, namespace, name), body=body)
+        except (errors.NotFound, errors.Conflict):
+            pass
+
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource (None values remove fields)."""

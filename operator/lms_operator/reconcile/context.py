@@ -9,8 +9,10 @@ from lms_operator.api import schema
 from lms_operator.api.spec import LargeModelService
 from lms_operator.k8s.bodies import BodyCache
 from lms_operator.k8s.client import Kube
+from lms_operator.modelrepo.integrity import VerifiedVersions
 from lms_operator.reconcile.applied import AppliedCache
 from lms_operator.reconcile.claims import ClaimCache
+from lms_operator.reconcile.objectstore import ObjectStoreReader
 from lms_operator.resources.settings import BuildSettings
 
 
@@ -24,6 +26,10 @@ class Context:
     """The serving bodies last applied per resource (skips identical re-applies)."""
     claims: ClaimCache = field(default_factory=ClaimCache)
     """Bound repository claims seen recently (skips a GET per pass)."""
+    verified: VerifiedVersions = field(default_factory=VerifiedVersions)
+    """Published versions whose digest was checked, by the identity of their model file."""
+    objects: ObjectStoreReader = field(default_factory=ObjectStoreReader)
+    """Versions in s3:// repositories, read with the operator's own keys from its environment."""
     specs: dict[tuple[str, int], LargeModelService] = field(default_factory=dict)
     """Validated specs by (uid, generation), oldest first."""
     watched: dict[str, BodyCache] = field(

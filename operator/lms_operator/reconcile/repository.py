@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from lms_operator.api import status as st
-from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, version_dir
+from lms_operator.api.contract import CompressionSummary
+from lms_operator.api.spec import LargeModelService
+from lms_operator.modelrepo.layout import REPORT_FILE, version_dir
 
 
 def claim_condition(claim: str, pvc: dict[str, Any] | None) -> st.Condition:
@@ -21,21 +23,21 @@ def claim_condition(claim: str, pvc: dict[str, Any] | None) -> st.Condition:
                         f"PersistentVolumeClaim {claim} is {phase or 'present'}")
 
 
-def published_version(root: Path | None, namespace: str, claim: str, name: str, key: str) -> Path | None:
-    """The complete version folder under ROOT/<namespace>/<claim>/, or None."""
-    if root is None:
+def version_folder(root: Path | None, lms: LargeModelService, key: str) -> Path | None:
+    """Where the operator can read the version: ROOT/<namespace>/<claim>/<namespace>/<name>/<key>;
+    None when it has no repository access (no --repository-root, or not a claim)."""
+    claim = lms.spec.repository.pvc
+    if root is None or not claim:
         return None
-    folder = version_dir(Path(root) / namespace / claim, namespace, name, key)
-    return folder if is_complete(folder) else None
+    return version_dir(Path(root) / lms.namespace / claim, lms.namespace, lms.name, key)
 
 
-def read_report(folder: Path) -> dict[str, Any] | None:
-    """report.json of a published version; None when missing or unreadable (still a complete version)."""
+def read_report(folder: Path) -> CompressionSummary | None:
+    """The summary at the top of a published version's report.json; None when unreadable."""
     try:
         report = json.loads((folder / REPORT_FILE).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(report, dict):
         return None
-    summary = report.get("summary")
-    return summary if isinstance(summary, dict) else report
+    return CompressionSummary.from_dict(report["summary"] if isinstance(report.get("summary"), dict) else report)

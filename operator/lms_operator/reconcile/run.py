@@ -19,6 +19,7 @@ from lms_operator.api.version import version_key
 from lms_operator.reconcile.compression import ensure_compression
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
+from lms_operator.reconcile.objectstore import object_store_condition
 from lms_operator.reconcile.repository import claim_condition
 from lms_operator.reconcile.serving import ensure_serving, read_serving
 from lms_operator.resources import meta
@@ -84,7 +85,7 @@ def _notes_to_events(notes: list[str]) -> list[Event]:
     out = []
     for note in notes:
         reason, _, message = note.partition(": ")
-        out.append(Event("Normal", reason, message))
+        out.append(Event("Warning" if reason == st.REBUILDING else "Normal", reason, message))
     return out
 
 
@@ -100,7 +101,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     except SpecError as exc:
         obs = st.Observation(generation=generation, desired_version=None,
                              spec_problems=[str(p) for p in exc.problems])
-        written = await _write(ctx, namespace, name, previous, st.derive_status(obs, previous, now_rfc3339()), None)
+        written = await _write(ctx, namespace, name, previous, st.derive_status(obs, previous, now_rfc3339()))
         return Result(st.FAILED, f"invalid spec: {exc}".replace("\n", "; "), permanent=True,
                       events=[Event("Warning", st.INVALID_SPEC, str(exc).replace("\n", "; "))], body=written)
 
@@ -108,29 +109,22 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, lms.name, metadata["uid"])
     obs = st.Observation(generation=generation, desired_version=key, previous_version=previous.get("modelVersion"),
                          endpoint=endpoints(lms))
-    if lms.spec.repository.pvc is None:
-        obs.repository = st.Condition(st.REPOSITORY_READY, False, st.UNSUPPORTED_REPOSITORY,
-                                      "repository.uri is not supported by this operator yet; use repository.pvc")
-        obs.serving = await read_serving(ctx, lms)
-        new = st.derive_status(obs, previous, now_rfc3339())
-        written = await _write(ctx, namespace, name, previous, new, None)
-        return Result(new["phase"], new.get("message", ""), permanent=True,
-                      events=[Event("Warning", st.UNSUPPORTED_REPOSITORY, obs.repository.message)], body=written)
-
     claim = lms.spec.repository.pvc
-    obs.repository = ctx.claims.fresh(namespace, claim, time.monotonic())
-    if obs.repository is None:
+    # An s3:// repository is not probed here: the Job and Triton use it with their own Secret's keys.
+    obs.repository = object_store_condition(lms) if claim is None else ctx.claims.fresh(namespace, claim, time.monotonic())
+    if obs.repository is None and claim is not None:
         pvc = await ctx.kube.get("v1", "PersistentVolumeClaim", namespace, claim)
         obs.repository = claim_condition(claim, pvc)
         ctx.claims.record(namespace, claim, obs.repository, time.monotonic())
     if obs.repository.status is False:
         obs.serving = await read_serving(ctx, lms)
         new = st.derive_status(obs, previous, now_rfc3339())
-        written = await _write(ctx, namespace, name, previous, new, None)
+        written = await _write(ctx, namespace, name, previous, new)
         return Result(new["phase"], obs.repository.message, requeue_after=RETRY_CLAIM,
                       events=[Event("Warning", obs.repository.reason, obs.repository.message)], body=written)
 
-    outcome, notes = await ensure_compression(ctx, lms, key, owner, previous)
+    recorded = (previous.get("compression") or {}).get("version") == key
+    outcome, notes = await ensure_compression(ctx, lms, key, owner, numbers_recorded=recorded)
     obs.compression = outcome
     events += _notes_to_events(notes)
     if outcome.state == "published":
@@ -141,12 +135,8 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     else:
         obs.serving = await read_serving(ctx, lms)  # the previous version keeps serving, untouched
 
-    compression = st.compression_status(outcome.summary, key) if outcome.summary else None
-    if outcome.summary is None and (previous.get("compression") or {}).get("version") != key:
-        if outcome.state != "running":
-            compression = {"version": key, "passed": outcome.state == "published"}
     new = st.derive_status(obs, previous, now_rfc3339())
-    written = await _write(ctx, namespace, name, previous, new, compression)
+    written = await _write(ctx, namespace, name, previous, new)
 
     if new["phase"] != previous.get("phase") and new["phase"] in PHASE_EVENTS:
         warn = new["phase"] in (st.FAILED, st.DEGRADED)
@@ -172,20 +162,11 @@ def requeue_policy(compression_state: str, phase: str, deployment_exists: bool) 
     return None, False
 
 
-async def _write(ctx: Context, namespace: str, name: str, previous: dict[str, Any], new: dict[str, Any],
-                 compression: dict[str, Any] | None) -> dict[str, Any] | None:
+async def _write(ctx: Context, namespace: str, name: str, previous: dict[str, Any],
+                 new: dict[str, Any]) -> dict[str, Any] | None:
     """Patch only what changed; an unchanged status makes no API write (and no watch event)."""
     patch = st.status_patch(previous, new)
-    if compression is not None and compression != previous.get("compression"):
-        patch["compression"] = _replace(previous.get("compression"), compression)
     if patch:
         fault_point("before_status_write")
         return await ctx.kube.patch_status(schema.API_VERSION, schema.KIND, namespace, name, patch)
     return None
-
-
-def _replace(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch that replaces a whole object: keys absent from new are removed."""
-    patch: dict[str, Any] = {k: None for k in (old or {}) if k not in new}
-    patch.update(new)
-    return patch

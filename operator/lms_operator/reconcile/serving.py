@@ -14,7 +14,8 @@ from lms_operator.resources.render import serving_objects
 
 
 def observe_deployment(deployment: dict[str, Any] | None) -> st.ServingObservation | None:
-    """Version, replica counts and whether the rollout of the current template is complete."""
+    """Version, replica counts, whether the rollout of the current template is complete, and whether
+    the Deployment controller gave up on it (Progressing=False, ProgressDeadlineExceeded)."""
     if deployment is None:
         return None
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
@@ -24,8 +25,13 @@ def observe_deployment(deployment: dict[str, Any] | None) -> st.ServingObservati
     rolled_out = (int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 0))
                   and updated >= wanted and int(status.get("replicas", 0)) == updated
                   and int(status.get("availableReplicas", 0)) >= updated)
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    stalled = (progressing.get("message") or "no progress within the deadline"
+               if progressing.get("status") == "False" and progressing.get("reason") == st.PROGRESS_DEADLINE_EXCEEDED
+               else None)
     return st.ServingObservation(version=labels.get(meta.VERSION_LABEL), replicas=int(status.get("replicas", 0)),
-                                 ready_replicas=int(status.get("readyReplicas", 0)), rolled_out=rolled_out)
+                                 ready_replicas=int(status.get("readyReplicas", 0)), rolled_out=rolled_out,
+                                 stalled=stalled)
 
 
 async def read_serving(ctx: Context, lms: LargeModelService) -> st.ServingObservation | None:

@@ -5,14 +5,15 @@ import json
 from typing import Any
 
 from lms_operator.api import schema
+from lms_operator.api.contract import DETERMINISTIC_EXIT_CODES
 from lms_operator.api.spec import LargeModelService, cpu_cores
 from lms_operator.resources import meta
+from lms_operator.resources.credentials import job_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
 from lms_operator.resources.settings import BuildSettings
 from lms_operator.resources.volumes import (REPOSITORY_VOLUME, SOURCE_VOLUME, pvc_source, repository_volume,
                                             scratch_volumes)
 
-DETERMINISTIC_EXIT_CODES = (2, 3)
 SCRATCH = "/var/lib/lms-scratch"
 """Writable scratch (HOME, TMPDIR) on a read-only root filesystem; not /tmp, so a model URI
 under a host's /tmp keeps its meaning where the sandbox runs Jobs as local processes."""
@@ -26,10 +27,13 @@ def spec_json(lms: LargeModelService) -> str:
 
 
 def build_compression_job(lms: LargeModelService, key: str, settings: BuildSettings,
-                          owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    args = ["compress", "--spec-json", spec_json(lms), "--out", settings.repository_mount]
-    volumes = [repository_volume(lms)]
-    mounts = [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount}]
+                          owner: dict[str, Any] | None = None, protect: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`protect`: versions serving or rolling out, which the Job's retention must keep."""
+    out = lms.spec.repository.uri or settings.repository_mount  # an s3:// repository needs no volume
+    args = ["compress", "--spec-json", spec_json(lms), "--out", out, "--version-key", key]
+    args += [f"--protect={version}" for version in sorted(set(protect) - {key})]
+    volumes = [repository_volume(lms)] if lms.spec.repository.pvc else []
+    mounts = [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount}] if volumes else []
     source = pvc_source(lms.spec.model.uri)
     if source is not None:
         claim, path = source
@@ -39,10 +43,10 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
     scratch, scratch_mounts = scratch_volumes({"scratch": SCRATCH})
     labels = meta.labels(lms, meta.COMPONENT_COMPRESSION, key)
     env = [{"name": "HOME", "value": SCRATCH}, {"name": "TMPDIR", "value": SCRATCH},
-           {"name": "HF_HUB_OFFLINE", "value": "1"},
            {"name": "LMS_COMPRESS_THREADS", "value": str(cpu_cores(settings.compression_cpu))}]
     if settings.max_model_bytes is not None:
         env.append({"name": "LMS_MAX_MODEL_BYTES", "value": str(settings.max_model_bytes)})
+    env += job_env(lms, settings)  # by reference: the operator never reads the Secret
     container = {
         "name": "compress",
         "image": settings.image,
@@ -64,7 +68,7 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
             "backoffLimit": settings.job_backoff_limit,
             # Bad input (2) and a failed quality gate (3) are deterministic: retrying only burns CPU.
             "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
-                "containerName": "compress", "operator": "In", "values": list(DETERMINISTIC_EXIT_CODES)}}]},
+                "containerName": "compress", "operator": "In", "values": [int(code) for code in DETERMINISTIC_EXIT_CODES]}}]},
             "activeDeadlineSeconds": settings.job_deadline_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {

@@ -109,6 +109,7 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
             "selector": {"matchLabels": meta.selector_labels(lms, meta.COMPONENT_SERVER)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": lms.spec.serving.progress_deadline_seconds,
             "template": {
                 "metadata": {
                     "labels": meta.labels(lms, meta.COMPONENT_SERVER, key),

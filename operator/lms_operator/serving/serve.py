@@ -141,9 +141,9 @@ def _compress(lms: Any, root: Path, spec_dir: Path, model_dir: Path | None) -> d
     from lms_operator.compression.pipeline import compress
 
     try:
-        return compress(lms, root, spec_dir, model_dir)
+        return compress(lms, root, spec_dir, model_dir).to_dict()
     except CompressionError as exc:
         print(f"lms serve: {exc}", file=sys.stderr)
-        if exc.summary:
-            print(json.dumps({k: v for k, v in exc.summary.items() if k != "candidates"}, separators=(",", ":")), file=sys.stderr)
-        return exc.exit_code
+        if exc.summary.to_dict():
+            print(exc.summary.to_message(), file=sys.stderr)
+        return int(exc.exit_code)
