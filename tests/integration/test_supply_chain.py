@@ -160,3 +160,22 @@ def test_published_version_carries_a_digest_that_is_checked_again(tmp_path: Path
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(CompressionError, match="does not match the recorded"):
         sc.verify_published(version, "sc")
+
+
+def test_a_version_key_the_job_would_not_compute_is_refused_with_both_keys(tmp_path: Path) -> None:
+    """The operator-Job handshake: an operator and a Job image that disagree on the version key
+    (another compression format) must fail loudly instead of publishing where no Deployment looks."""
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.api.version import version_key
+
+    manifest = spec(f"file://{minilm_path()}", "huggingface", "feature-extraction")
+    wanted = "0" * 16
+    done = subprocess.run([LMS, "compress", "--spec-json", json.dumps(manifest), "--out", str(tmp_path / "repo"),
+                           "--version-key", wanted], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "LMS_TERMINATION_LOG": str(tmp_path / "term")})
+    assert done.returncode == 2, done.stderr
+    summary = json.loads((tmp_path / "term").read_text())
+    computed = version_key(parse_spec(manifest))
+    assert summary["requested_version"] == wanted and summary["version"] == computed
+    assert wanted in summary["error"] and computed in summary["error"]
+    assert_nothing_published(tmp_path / "repo")

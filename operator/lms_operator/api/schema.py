@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from lms_operator.api.contract import PHASES
+
 Schema = dict[str, Any]
 
 GROUP = "serving.lms.dev"
@@ -287,7 +289,7 @@ CONDITION = obj({
 }, required=["type", "status"])
 
 STATUS = obj({
-    "phase": string(enum=["Pending", "Compressing", "Deploying", "Ready", "Degraded", "Failed"]),
+    "phase": string(enum=list(PHASES)),
     "message": string(max_length=4096),
     "observedGeneration": integer(minimum=0),
     "modelVersion": string("Version key of the published repository being served.", max_length=64),
