@@ -31,7 +31,8 @@ class ObjectInfo:
 
 
 def client(env_prefix: str = "", environ: dict[str, str] | None = None) -> Any:
-    """An S3 client from `{env_prefix}AWS_*` variables (with no prefix: boto3's own chain)."""
+    """An S3 client from `{env_prefix}AWS_*` variables; without keys there, boto3's own chain
+    (instance profile, web identity, shared config)."""
     try:
         import boto3
         from botocore.config import Config
@@ -42,10 +43,12 @@ def client(env_prefix: str = "", environ: dict[str, str] | None = None) -> Any:
     endpoint = get["AWS_ENDPOINT_URL"] or (env.get("AWS_ENDPOINT_URL") if not env_prefix else None)
     config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=120,
                     s3={"addressing_style": "path" if endpoint else "auto"},
-                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                    # a prefixed (source) client must not fall back to the repository's AWS_ENDPOINT_URL
+                    ignore_configured_endpoint_urls=bool(env_prefix))
     kwargs: dict[str, Any] = {"config": config, "endpoint_url": endpoint,
                               "region_name": get["AWS_REGION"] or env.get("AWS_REGION") or "us-east-1"}
-    if env_prefix and get["AWS_ACCESS_KEY_ID"]:
+    if get["AWS_ACCESS_KEY_ID"]:
         kwargs.update(aws_access_key_id=get["AWS_ACCESS_KEY_ID"], aws_secret_access_key=get["AWS_SECRET_ACCESS_KEY"],
                       aws_session_token=get["AWS_SESSION_TOKEN"])
     return boto3.session.Session().client("s3", **kwargs)
