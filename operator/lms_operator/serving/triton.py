@@ -206,7 +206,7 @@ class TritonProcess:
         repository = _flag_value(self.triton_args, "--model-repository")
         if repository is None:
             raise ServerError("--model-repository is required")
-        if not Path(repository).is_dir():
+        if not repository.startswith("s3://") and not Path(repository).is_dir():
             raise ServerError(f"--model-repository: {repository} is not a directory")
         check_ports_free(self.triton_args)
         argv, env = local_command(self.triton_args)
