@@ -6,6 +6,7 @@ recorded digest, and a missing or altered version is rebuilt by a fresh Job.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from lms_operator.api import status as st
@@ -26,7 +27,8 @@ async def ensure_compression(ctx: Context, lms: LargeModelService, key: str, own
     Job's pods need not be listed again for its summary (the Job itself is the evidence)."""
     name = meta.job_name(lms, key)
     folder = version_folder(ctx.repository_root, lms, key)
-    problem = ctx.verified.check(folder, lms.name) if folder is not None else None
+    # Hashing a model is file I/O: off the event loop (a changed file is hashed once, then remembered).
+    problem = await asyncio.to_thread(ctx.verified.check, folder, lms.name) if folder is not None else None
     known, where = folder is not None, f"claim {lms.spec.repository.pvc}"
     report = read_report(folder) if folder is not None and problem is None else None
     if lms.spec.repository.uri:  # its manifest, read with the operator's own keys (when it has any)
