@@ -63,6 +63,11 @@ NO_READY_REPLICAS = "NoReadyReplicas"
 AVAILABLE = "Available"
 SERVING_PREVIOUS = "ServingPreviousVersion"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+STORAGE_ACCESS_DENIED = "StorageAccessDenied"
+MODEL_NOT_FOUND = "ModelNotFound"
+DIGEST_MISMATCH = "DigestMismatch"
+STORAGE_REASONS = (STORAGE_ACCESS_DENIED, MODEL_NOT_FOUND, DIGEST_MISMATCH)
+"""Bad-input verdicts about storage that the Job names in its summary's `reason`."""
 
 SUMMARY_LIMIT = 4096
 """Kubernetes keeps at most 4 KiB of a termination message."""
@@ -105,6 +110,8 @@ class CompressionSummary:
     """On a version-key mismatch: the key the operator asked for (`version` is the Job's own)."""
     format_version: int | None = None
     error: str | None = None
+    reason: str | None = None
+    """A storage verdict (STORAGE_REASONS) that becomes the Failed condition's reason."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSummary:
@@ -115,7 +122,8 @@ class CompressionSummary:
             values[name] = _int(values.get(name))
         for name in ("size_ratio", "speedup"):
             values[name] = _num(values.get(name))
-        for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error"):
+        for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error",
+                     "reason"):
             values[name] = values[name] if isinstance(values.get(name), str) else None
         values["cache_hit"] = data.get("cache_hit") is True
         lat = data.get("latency_ms") if isinstance(data.get("latency_ms"), dict) else {}

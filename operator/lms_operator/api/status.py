@@ -16,6 +16,7 @@ from lms_operator.api.contract import (  # noqa: F401  (the vocabulary, re-expor
     READY, READY_PHASE, REBUILDING, REPOSITORY_READY, ROLLING_OUT, SERVING_PREVIOUS, SERVING_READY, SPEC_VALID,
     UNSUPPORTED_REPOSITORY, VALIDATED, VERSION_MISMATCH, WAITING, CompressionSummary, ExitCode)
 from lms_operator.api.contract import DETERMINISTIC_EXIT_CODES as DETERMINISTIC
+from lms_operator.api.contract import STORAGE_REASONS
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def job_outcome(job: dict[str, Any], pods: list[dict[str, Any]]) -> CompressionO
             return CompressionOutcome("failed", QUALITY_GATE_FAILED, f"quality gate failed: {gate}", summary)
         if exit_code == ExitCode.BAD_INPUT and summary is not None and summary.requested_version:
             return CompressionOutcome("failed", VERSION_MISMATCH, error or "version key mismatch", summary)
+        if exit_code == ExitCode.BAD_INPUT and summary is not None and summary.reason in STORAGE_REASONS:
+            return CompressionOutcome("failed", summary.reason, error or summary.reason, summary)
         if exit_code == ExitCode.BAD_INPUT:
             return CompressionOutcome("failed", INVALID_MODEL, f"invalid model: {error or 'bad input'}", summary)
         cond = conditions.get("Failed") or conditions.get("FailureTarget") or {}

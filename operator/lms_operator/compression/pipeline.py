@@ -26,7 +26,7 @@ from lms_operator.compression.digest import file_sha256
 from lms_operator.compression.errors import CompressionError, GateFailed, InputError
 from lms_operator.compression.loader import SourceModel, load_source, tokenizer_files
 from lms_operator.compression.publish import publish_version
-from lms_operator.compression.source import locate_model
+from lms_operator.compression.source import locate_model, resolve_model
 from lms_operator.compression.supply_chain import verify_published
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
 from lms_operator.modelrepo.text import text_models
@@ -259,8 +259,9 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
     sw = Stopwatch()
     base_dir = spec_dir or Path.cwd()
     with sw.stage("load"):
-        path = locate_model(m.uri, m.sha256, spec_dir, model_dir)
-        src = load_source(path, m.format, m.task)
+        resolved = resolve_model(m.uri, m.sha256, spec_dir, model_dir)
+        src = load_source(resolved.path, m.format, m.task)
+        src.meta["revision"] = resolved.revision  # the hf:// commit, recorded in the summary
         if src.module is None and (comp.pruning or comp.distillation):
             raise InputError("spec.compression: pruning and distillation need a torch model (format huggingface or torchscript)")
         work = text_workload(src, lms, base_dir) if m.task in TEXT_METRICS else tabular_workload(src, lms, base_dir)
@@ -353,7 +354,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     chosen = search.select(candidates)
     providers = ev.providers(device)
     base = CompressionSummary(version=key, model=lms.name, path=rel, original_bytes=original_bytes,
-                              format_version=FORMAT_VERSION)
+                              format_version=FORMAT_VERSION, source_revision=src.meta.get("revision"))
     if chosen is None:
         best = search.best_failed(candidates)
         msg = (f"quality gate failed: best {gate.metric} {best.score:.4f} ({best.variant}) < {gate.min}" if best

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from lms_operator.api.contract import CompressionSummary
 from lms_operator.compression.digest import onnx_external_locations, path_sha256
 from lms_operator.compression.errors import CompressionError, InputError
 from lms_operator.compression.supply_chain import check_source_tree
@@ -219,9 +220,7 @@ def storage_failure(exc: StorageError) -> CompressionError:
 
     Bad input (exit 2, no retry) when a retry cannot help; a plain failure (retried) otherwise.
     """
-    err = (InputError if exc.deterministic else CompressionError)(f"{exc.reason}: {exc}")
-    err.reason = exc.reason  # type: ignore[attr-defined]
-    return err
+    return (InputError if exc.deterministic else CompressionError)(f"{exc.reason}: {exc}", CompressionSummary(reason=exc.reason))
 
 
 def resolve_model(uri: str, sha256: str | None, spec_dir: Path | None, model_dir: Path | None) -> ResolvedModel:
