@@ -15,6 +15,7 @@ NUMPY_TO_TRITON = {
     np.dtype(np.int8): "INT8",
     np.dtype(np.uint8): "UINT8",
     np.dtype(np.bool_): "BOOL",
+    np.dtype(np.object_): "BYTES",  # text: bytes or str items
 }
 
 
