@@ -249,8 +249,15 @@ def test_operator_args_are_accepted_by_lms_operator(values: str) -> None:
     args = parser.parse_args(c["args"])
     wanted = {"namespaced": ("team-a", "team-b"), "s3": ("team-a",)}.get(values, ())
     assert tuple(args.namespaces or ()) == wanted
-    assert args.all_namespaces is (not wanted)
+    assert args.clusterwide is (not wanted)
     assert args.metrics_port == 8080 and args.liveness_port == 8081
+    # The container's flags and environment together make a valid configuration (the claim's
+    # mount point exists only in the pod, so the repository root is left out here).
+    from lms_operator.runtime.config import OperatorConfig
+
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    config = OperatorConfig.from_sources({**vars(args), "repository_root": None}, env)
+    assert config.build_settings().image == env["LMS_IMAGE"] and config.namespaces == wanted
 
 
 def test_cluster_wide_rbac_is_exactly_the_operators_clusterrole() -> None:
