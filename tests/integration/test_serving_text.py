@@ -311,3 +311,44 @@ def test_wrong_shape_and_type_are_refused(server: TritonProcess) -> None:
     assert status == 400 and "text" in response["error"], response
     good_request_works(server)
     assert server.process is not None and server.process.poll() is None
+
+
+# ---- the tools use text ----------------------------------------------------------------------------
+
+def lms(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LMS, *args], capture_output=True, text=True, timeout=180, cwd=str(REPO))
+
+
+def test_lms_infer_sends_text_by_default(server: TritonProcess) -> None:
+    for endpoint in (f"127.0.0.1:{server.http_port}", f"grpc://127.0.0.1:{server.grpc_port}"):
+        done = lms("infer", endpoint, "--model", EMBEDDER, "--text", "hello world", "--json")
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert len(answer["embedding"][0]) == 384 and answer["truncated"] == [[False]]
+    done = lms("infer", f"127.0.0.1:{server.http_port}", "--model", CLASSIFIER, "--text", UNSEEN_SENTIMENT[0],
+               "--text", UNSEEN_SENTIMENT[1])
+    assert done.returncode == 0, done.stderr
+    assert ": positive (" in done.stdout.splitlines()[0] and ": negative (" in done.stdout.splitlines()[1], done.stdout
+    long = lms("infer", f"127.0.0.1:{server.http_port}", "--model", EMBEDDER, "--text", LONG_TEXT)
+    assert long.returncode == 0 and "--text #1 truncated" in long.stderr, long.stderr
+    refused = lms("infer", f"127.0.0.1:{server.http_port}", "--model", CLASSIFIER, "--text", LONG_TEXT)
+    assert refused.returncode == 1 and "longer than 24 tokens" in refused.stderr, refused.stderr
+
+
+def test_lms_infer_tokens_calls_the_token_level_model(server: TritonProcess, versions: dict[str, Path]) -> None:
+    done = lms("infer", f"127.0.0.1:{server.http_port}", "--model", EMBEDDER, "--text", "hello world", "--tokens",
+               "--repository", str(versions[EMBEDDER]), "--json")
+    assert done.returncode == 0, done.stderr
+    assert list(json.loads(done.stdout)) == ["embedding"]
+
+
+def test_lms_bench_loads_the_text_path(server: TritonProcess, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = lms("bench", f"127.0.0.1:{server.grpc_port}", "--model", EMBEDDER, "--text", "--concurrency", "8",
+               "--requests", "48", "--duration", "30", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["model"] == f"{EMBEDDER}-text"
+    level = result["levels"][0]
+    assert level["errors"] == 0 and level["requests"] == 48
+    assert level["server"]["inferences"] == 48 and level["server"]["executions"] < 48  # the ONNX step's batches

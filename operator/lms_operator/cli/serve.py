@@ -41,9 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     infer.add_argument("endpoint", metavar="ENDPOINT", help="host:port, http://host:port or grpc://host:port")
     infer.add_argument("--model", required=True, help="Triton model name (the resource's name)")
     infer.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from ENDPOINT, else http")
-    infer.add_argument("--text", action="append", default=[], help="text to embed (repeatable: one batch)")
+    infer.add_argument("--text", action="append", default=[],
+                       help="text to send (repeatable: one batch); goes to the server's <model>-text model")
+    infer.add_argument("--tokens", action="store_true",
+                       help="tokenise --text here (tokenizer from --tokenizer or --repository) and call the token-level model")
     infer.add_argument("--vector", default=None, help="comma-separated features for a classifier")
-    infer.add_argument("--tokenizer", type=Path, default=None, help="folder holding tokenizer.json")
+    infer.add_argument("--tokenizer", type=Path, default=None, help="folder holding tokenizer.json (implies --tokens)")
     infer.add_argument("--repository", type=Path, default=None, help="version folder (or root) to find <model>/1/tokenizer in (default: $LMS_CACHE/repository; LMS_CACHE defaults to ~/.cache/lms)")
     infer.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens")
     infer.add_argument("--pad-to", type=int, default=None, help="pad to exactly this many tokens (default: length bucket)")
@@ -58,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     bench.add_argument("--duration", type=float, default=30.0, help="time budget per level, seconds")
     bench.add_argument("--sequence-length", type=int, default=32, help="tokens per text request")
     bench.add_argument("--batch", type=int, default=1, help="items per request")
+    bench.add_argument("--text", action="store_true",
+                       help="load the text path (<model>-text: text of about --sequence-length tokens per item)")
     bench.add_argument("--json", type=Path, default=None, help="write the results here")
     bench.set_defaults(func=run_bench)
 

@@ -31,8 +31,13 @@ def bench_command(args: argparse.Namespace) -> int:
         if value <= 0:
             print(f"lms bench: {flag} must be positive, got {value}", file=sys.stderr)
             return 2
+    model = args.model
+    if getattr(args, "text", False):
+        from lms_operator.serving.infer import text_model
+
+        model = text_model(args.model)
     try:
-        results = sweep(url, args.model, args.concurrency, args.requests, args.duration, args.sequence_length, args.batch)
+        results = sweep(url, model, args.concurrency, args.requests, args.duration, args.sequence_length, args.batch)
     except Exception as exc:  # noqa: BLE001 - connection / unknown model: one clear line
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"lms bench: {args.endpoint}: {message}", file=sys.stderr)
@@ -43,6 +48,6 @@ def bench_command(args: argparse.Namespace) -> int:
             print(f"concurrency {r.concurrency}: {r.errors} errors, first: {r.first_error}", file=sys.stderr)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"endpoint": args.endpoint, "model": args.model, "sequence_length": args.sequence_length, "batch": args.batch, "levels": as_dicts(results)}
+        payload = {"endpoint": args.endpoint, "model": model, "sequence_length": args.sequence_length, "batch": args.batch, "levels": as_dicts(results)}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 1 if any(r.errors for r in results) else 0

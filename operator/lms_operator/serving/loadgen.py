@@ -18,6 +18,10 @@ from lms_operator.serving.client import NUMPY_TO_TRITON
 
 TOKEN_RANGE = (1000, 20000)  # ordinary word-piece ids, clear of special tokens
 CLS_ID, SEP_ID = 101, 102
+# Common English words, one word piece each in BERT-style vocabularies: a text of n-2 of them
+# is n tokens with [CLS] and [SEP], so the text path is loaded at the token path's length.
+WORDS = ("the model serves text on a small fast server and every client sends one short request with words "
+         "that people use each day in plain simple language while the system answers them quickly").split()
 
 
 @dataclass
@@ -74,7 +78,11 @@ def synthetic_inputs(inputs_meta: Sequence[Mapping[str, Any]], batch: int, seque
         name = meta["name"]
         dims = [int(d) for d in meta["shape"]][1:]  # metadata shapes carry the batch dim (-1)
         shape = [batch] + [sequence_length if d < 0 else d for d in dims]
-        if name == "attention_mask":
+        if meta["datatype"] == "BYTES":
+            count = max(1, sequence_length - 2)
+            texts = [" ".join(WORDS[(row * 7 + i) % len(WORDS)] for i in range(count)) for row in range(batch)]
+            out[name] = np.array([[t.encode()] for t in texts], dtype=np.object_).reshape(shape)
+        elif name == "attention_mask":
             out[name] = np.ones(shape, dtype=np.int64)
         elif name == "input_ids":
             ids = rng.integers(*TOKEN_RANGE, size=shape, dtype=np.int64)
@@ -142,6 +150,16 @@ async def _model_stats(client: Any, model: str) -> tuple[int, int]:
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
+async def batched_model(client: Any, model: str) -> str:
+    """The model whose batches the sweep reports: an ensemble's ONNX step, else the model itself."""
+    config = (await client.get_model_config(model, as_json=True)).get("config", {})
+    for step in config.get("ensemble_scheduling", {}).get("step", []):
+        inner = (await client.get_model_config(step["model_name"], as_json=True)).get("config", {})
+        if inner.get("platform") == "onnxruntime_onnx" or inner.get("backend") == "onnxruntime":
+            return str(step["model_name"])
+    return model
+
+
 async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, progress: Callable[[str], None] | None = None, server_cpu: Callable[[], float] | None = None) -> list[LevelResult]:
     import tritonclient.grpc.aio as grpcclient
 
@@ -149,14 +167,15 @@ async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_re
     try:
         meta = await client.get_model_metadata(model, as_json=True)
         payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
+        stats_model = await batched_model(client, model)
         await _level(client, model, payload, 1, warmup, 60.0, None)
         results = []
         for concurrency in concurrencies:
-            before = await _model_stats(client, model)
+            before = await _model_stats(client, stats_model)
             cpu_before = (time.process_time(), server_cpu() if server_cpu else 0.0)
             result = await _level(client, model, payload, concurrency, max_requests, max_seconds, progress)
             cpu_after = (time.process_time(), server_cpu() if server_cpu else 0.0)
-            after = await _model_stats(client, model)
+            after = await _model_stats(client, stats_model)
             inferences, executions = after[0] - before[0], after[1] - before[1]
             result.client_cpu_s = round(cpu_after[0] - cpu_before[0], 3)
             result.server = {"inferences": inferences, "executions": executions, "mean_batch": round(inferences / executions, 3) if executions else 0.0}
