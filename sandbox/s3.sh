@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sandbox's S3 server: versitygw (built by tools/build.sh) over a posix folder, as a host
 # process with a random root key pair.
-#   s3.sh up DIR [BUCKET...]  start it over DIR/data (reused when already running), wait until it
+#   s3.sh up DIR [BUCKET...]  start it over DIR/s3/ (reused when already running), wait until it
 #                             answers, create the buckets (default: lms), write DIR/s3.env with
 #                             AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION;
 #                             prints the path of s3.env
@@ -38,7 +38,7 @@ if ! [[ -f "$dir/s3.pid" ]] || ! kill -0 "$(cat "$dir/s3.pid")" 2>/dev/null; the
   port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   access="lms$("$python" -c 'import secrets; print(secrets.token_hex(8))')"
   secret="$("$python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
-  mkdir -p "$dir/data" "$dir/meta"
+  mkdir -p "$dir/s3/data" "$dir/s3/meta"
   umask 077
   cat > "$dir/s3.env" <<ENV
 AWS_ACCESS_KEY_ID=$access
@@ -51,7 +51,7 @@ ENV
   (
     export ROOT_ACCESS_KEY_ID="$access" ROOT_SECRET_ACCESS_KEY="$secret"
     start_bg s3 "$dir/s3.pid" "$dir/s3.log" \
-      "$gw" --port "127.0.0.1:$port" --region us-east-1 --health /health posix --sidecar "$dir/meta" "$dir/data"
+      "$gw" --port "127.0.0.1:$port" --region us-east-1 --health /health posix --sidecar "$dir/s3/meta" "$dir/s3/data"
   )
 fi
 

@@ -18,7 +18,8 @@ from lms_operator.storage.uri import S3Location
 
 SOURCE_ENV_PREFIX = "LMS_SOURCE_"
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION")
-DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
+DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled",
+          "XAdminUserNotFound"}  # the last: versitygw for an unknown access key
 MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 CHUNK = 1 << 20
 
