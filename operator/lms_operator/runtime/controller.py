@@ -93,7 +93,10 @@ class Controller:
     # -- start and stop ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the periodic resync (in the running event loop)."""
+        """Start the periodic resync. Called from the first watch event, not at start-up: a task
+        copies the context it is created in, and only kopf's handlers carry the context variables
+        of its Event queue (a resync pass started from the start-up activity could not post its
+        Events: LookupError on kopf's event_queue_loop_var)."""
         if self.resyncer is None:
             self.resyncer = asyncio.create_task(self.resync_forever(), name="lms resync")
 
@@ -113,6 +116,7 @@ class Controller:
     async def resource_changed(self, event: dict[str, Any], namespace: str, name: str) -> None:
         """A resource seen for the first time (created, or listed at start-up) or with a spec its
         status has not caught up with is enqueued; other changes (its own status writes) are not."""
+        self.start()
         body = self.remember_event(schema.KIND, event, namespace, name)
         if body is None:
             if event.get("type") == "DELETED":

@@ -21,11 +21,9 @@ async def make_context(config: OperatorConfig) -> Context:
 
 
 async def start_controller(config: OperatorConfig) -> Controller:
-    """The operator's Controller, its resync started, in the running event loop."""
+    """The operator's Controller (its resync starts with the first watch event)."""
     # The API client is synchronous: every request holds a default-executor thread, and Python's
     # default pool is min(32, cpus + 4) threads (6 on 2 cores), too few for the concurrent passes.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=2 * MAX_CONCURRENT_PASSES, thread_name_prefix="kube"))
-    controller = Controller(await make_context(config), resync_seconds=config.resync_seconds)
-    controller.start()
-    return controller
+    return Controller(await make_context(config), resync_seconds=config.resync_seconds)
