@@ -85,3 +85,21 @@ def test_published_tokenizer_runs_on_a_python_without_site_packages(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith(str(version / "vendor"))
     assert done.stdout.splitlines()[1] == "[101, 7592, 2088, 102]"
+
+
+def test_serve_banner_sends_text_where_the_version_serves_it(tmp_path: Path) -> None:
+    from lms_operator.modelrepo.config import build_model_config, render_config
+    from lms_operator.serving.serve import banner
+
+    serving = _serving()
+    (tmp_path / "minilm").mkdir()
+    (tmp_path / "minilm" / "config.pbtxt").write_text(render_config(build_model_config(
+        "minilm", [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])],
+        [TensorSpec("embedding", "TYPE_FP32", [384])], serving)))
+    for model in text_models("minilm", "feature-extraction", TensorSpec("embedding", "TYPE_FP32", [384]), serving,
+                             _tokenizer_folder(tmp_path)):
+        write_text_model(tmp_path, model)
+    lines = banner("minilm", tmp_path, tmp_path, 8000, 8001, 8002).splitlines()
+    curl = next(line for line in lines if line.strip().startswith("curl "))
+    assert "/v2/models/minilm-text/infer" in curl and '"datatype":"BYTES"' in curl
+    assert any(line.strip() == "lms infer 127.0.0.1:8000 --model minilm --text 'A fast, small model on Kubernetes.'" for line in lines)

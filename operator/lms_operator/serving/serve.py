@@ -56,9 +56,15 @@ def sample_inputs(version: Path, model: str) -> list[dict[str, Any]]:
 
 
 def banner(model: str, version: Path, root: Path, http_port: int, grpc_port: int, metrics_port: int) -> str:
-    """What to tell the user once the model is ready: endpoints and requests to paste."""
-    body = json.dumps({"inputs": sample_inputs(version, model)}, separators=(",", ":"))
-    url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
+    """What to tell the user once the model is ready: endpoints and requests to paste (text, where served)."""
+    from lms_operator.modelrepo.text import TEXT_INPUT, text_model_name
+
+    text = text_model_name(model)
+    served_text = (version / text / "config.pbtxt").is_file()
+    inputs = ([{"name": TEXT_INPUT, "shape": [1, 1], "datatype": "BYTES", "data": [SAMPLE_TEXT]}] if served_text
+              else sample_inputs(version, model))
+    body = json.dumps({"inputs": inputs}, separators=(",", ":"))
+    url = f"http://127.0.0.1:{http_port}/v2/models/{text if served_text else model}/infer"
     lines = [
         f"model {model} ready (version {version.name})",
         f"  HTTP     http://127.0.0.1:{http_port}",
@@ -69,11 +75,15 @@ def banner(model: str, version: Path, root: Path, http_port: int, grpc_port: int
         f"  curl -s {url} -H 'Content-Type: application/json' -d {shlex.quote(body)}",
     ]
     has_text = any(i["name"] == "input_ids" for i in sample_inputs(version, model))
-    if has_text:
+    if served_text:
+        lines += ["request with lms:", f"  lms infer 127.0.0.1:{http_port} --model {model} --text {shlex.quote(SAMPLE_TEXT)}",
+                  f"token-level model: {model} (input_ids, attention_mask)"]
+    elif has_text:
         lines += ["request with lms:", f"  lms infer 127.0.0.1:{http_port} --model {model} --text {shlex.quote(SAMPLE_TEXT)} --repository {shlex.quote(str(root))}"]
     else:
         lines += ["request with lms:", f"  lms infer 127.0.0.1:{http_port} --model {model} --vector 0,0,...   (one value per feature)"]
-    lines += ["load test:", f"  lms bench 127.0.0.1:{grpc_port} --model {model}", "", "Ctrl-C stops the server."]
+    lines += ["load test:", f"  lms bench 127.0.0.1:{grpc_port} --model {model}" + (" [--text]" if served_text else ""), "",
+              "Ctrl-C stops the server."]
     return "\n".join(lines)
 
 
