@@ -255,3 +255,23 @@ def test_the_resync_spreads_its_passes_over_the_period() -> None:
     asyncio.run(scenario())
     gaps = [b - a for a, b in zip(starts, starts[1:4])]
     assert all(gap >= 0.07 for gap in gaps), gaps  # 4 resources over 0.4 s: about 0.1 s apart
+
+
+def test_the_handlers_reach_the_controller_through_kopfs_memo() -> None:
+    import kopf
+
+    from lms_operator.handlers import main
+
+    calls: list[tuple[str, str, str]] = []
+
+    async def fake_enqueue(namespace: str, name: str, trigger: str) -> None:
+        calls.append((namespace, name, trigger))
+
+    controller = Controller(Context(kube=None, settings=BuildSettings()))  # type: ignore[arg-type]
+    controller.enqueue = fake_enqueue  # type: ignore[method-assign]
+    memo = kopf.Memo(controller=controller)
+    body = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1", "generation": 1}}
+    asyncio.run(main.lms_changed(event={"type": "ADDED", "object": body}, namespace="ns", name="m", memo=memo))
+    assert controller.known == {("ns", "m")} and calls == [("ns", "m", "spec")]
+    asyncio.run(main.cleanup(memo=memo))  # stops the controller; a memo without one is fine too
+    asyncio.run(main.cleanup(memo=kopf.Memo()))
