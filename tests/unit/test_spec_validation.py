@@ -73,9 +73,25 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("gate above one", with_spec(compression={"qualityGate": {"min": 1.2}}),
      "spec.compression.qualityGate.min", "must be <= 1.0"),
     ("accuracy for embeddings", with_spec(compression={"qualityGate": {"metric": "accuracy"}}),
-     "spec.compression.qualityGate.metric", "must be cosine for feature-extraction"),
+     "spec.compression.qualityGate.metric", "must be cosine or similarity for feature-extraction"),
     ("cosine for a classifier", with_spec(model={"uri": "hf://a/b", "task": "text-classification"}),
-     "spec.compression.qualityGate.metric", "must be cosine for feature-extraction"),
+     "spec.compression.qualityGate.metric", "must be cosine or similarity for feature-extraction"),
+    ("similarity for a classifier", with_spec(model={"uri": "hf://a/b", "task": "text-classification"},
+                                              compression={"qualityGate": {"metric": "similarity"}}),
+     "spec.compression.qualityGate.metric", "accuracy or agreement for classifiers"),
+    ("dataset and data.distillation", with_spec(compression={"distillation": {"studentLayers": 3, "dataset": "a.txt"},
+                                                             "data": {"distillation": {"uri": "b.txt"}}}),
+     "spec.compression.distillation.dataset", "alias of data.distillation"),
+    ("data without uri", with_spec(compression={"data": {"evaluation": {"format": "text"}}}),
+     "spec.compression.data.evaluation.uri", "is required"),
+    ("data bad format", with_spec(compression={"data": {"evaluation": {"uri": "e.csv", "format": "csv"}}}),
+     "spec.compression.data.evaluation.format", "one of"),
+    ("data http uri", with_spec(compression={"data": {"calibration": {"uri": "http://x/c.txt"}}}),
+     "spec.compression.data.calibration.uri", "must match"),
+    ("labelField on text", with_spec(compression={"data": {"evaluation": {"uri": "e.txt", "labelField": "y"}}}),
+     "spec.compression.data.evaluation.labelField", "labelField needs format jsonl"),
+    ("compression gpu negative", with_spec(compression={"resources": {"gpu": -1}}),
+     "spec.compression.resources.gpu", "must be >= 0"),
     ("too few gate samples", with_spec(compression={"qualityGate": {"samples": 2}}),
      "spec.compression.qualityGate.samples", "must be >= 8"),
     ("gpu without gpus", with_spec(serving={"device": "gpu"}), "spec.serving.resources.gpu", "needs resources.gpu"),
@@ -134,6 +150,20 @@ def test_defaults_are_applied() -> None:
     assert lms.spec.serving.dynamic_batching.max_queue_delay_microseconds == 2000
     assert lms.spec.repository.pvc == "lms-models"
     assert lms.spec.autoscaling.min_replicas == 1
+
+
+def test_data_entries_and_the_dataset_alias() -> None:
+    lms = parse_spec(with_spec(compression={
+        "data": {"evaluation": {"uri": "file:///data/eval.jsonl", "format": "jsonl", "field": "q", "labelField": "y"}},
+        "distillation": {"studentLayers": 3, "dataset": "train.txt"},
+        "qualityGate": {"metric": "similarity"}}))
+    data = lms.spec.compression.data
+    assert data.evaluation is not None and (data.evaluation.format, data.evaluation.field) == ("jsonl", "q")
+    assert data.evaluation.label_field == "y" and data.calibration is None
+    assert data.distillation is not None and (data.distillation.uri, data.distillation.format) == ("train.txt", "text")
+    assert lms.spec.compression.gpu == 0 and lms.spec.compression.quality_gate.metric == "similarity"
+    plain = parse_spec(BASE).spec.compression
+    assert plain.data.evaluation is None and plain.data.distillation is None
 
 
 def test_disabling_dynamic_batching() -> None:

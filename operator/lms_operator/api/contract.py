@@ -68,6 +68,11 @@ MODEL_NOT_FOUND = "ModelNotFound"
 DIGEST_MISMATCH = "DigestMismatch"
 STORAGE_REASONS = (STORAGE_ACCESS_DENIED, MODEL_NOT_FOUND, DIGEST_MISMATCH)
 """Bad-input verdicts about storage that the Job names in its summary's `reason`."""
+INVALID_DATA = "InvalidData"
+"""spec.compression.data (or the built-in corpus) cannot serve the gate: missing, empty, not UTF-8, bad JSON,
+a missing field, too few samples."""
+INPUT_REASONS = (*STORAGE_REASONS, INVALID_DATA)
+"""Bad-input verdicts the Job names in its summary's `reason` (the Failed condition's reason)."""
 
 SUMMARY_LIMIT = 4096
 """Kubernetes keeps at most 4 KiB of a termination message."""
@@ -87,6 +92,8 @@ class Quality:
     passed: bool | None = None
     teacher_score: float | None = None
     samples: int | None = None
+    data_sha256: str | None = None
+    """sha256 of the evaluation data the score comes from (a file, or the built-in corpus)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class CompressionSummary:
     error: str | None = None
     reason: str | None = None
     """A storage verdict (STORAGE_REASONS) that becomes the Failed condition's reason."""
+    note: str | None = None
+    """What the chosen variant does not gain, said plainly (unstructured pruning: file size, not latency)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSummary:
@@ -123,7 +132,7 @@ class CompressionSummary:
         for name in ("size_ratio", "speedup"):
             values[name] = _num(values.get(name))
         for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error",
-                     "reason"):
+                     "reason", "note"):
             values[name] = values[name] if isinstance(values.get(name), str) else None
         values["cache_hit"] = data.get("cache_hit") is True
         lat = data.get("latency_ms") if isinstance(data.get("latency_ms"), dict) else {}
@@ -133,7 +142,8 @@ class CompressionSummary:
                    quality=Quality(q.get("metric") if isinstance(q.get("metric"), str) else None,
                                    _num(q.get("score")), _num(q.get("threshold")),
                                    q.get("passed") if isinstance(q.get("passed"), bool) else None,
-                                   _num(q.get("teacher_score")), _int(q.get("samples"))))
+                                   _num(q.get("teacher_score")), _int(q.get("samples")),
+                                   q.get("data_sha256") if isinstance(q.get("data_sha256"), str) else None))
 
     @classmethod
     def from_message(cls, text: str | None) -> CompressionSummary | None:
@@ -182,6 +192,9 @@ class CompressionSummary:
             "variant": self.variant,
             "sha256": self.sha256,
             "sourceRevision": self.source_revision,
+            "samples": self.quality.samples,
+            "dataSha256": self.quality.data_sha256,
+            "note": self.note,
         }
         return {k: v for k, v in out.items() if v is not None}
 

@@ -151,7 +151,11 @@ PRUNING = obj({
                        exclusive_maximum=True, default=0.3),
     "threshold": number("Absolute weight threshold (threshold method).", minimum=0.0, maximum=1.0,
                         exclusive_minimum=True),
-    "structured": boolean("Remove whole attention heads and FFN rows, so matrices shrink.", default=False),
+    "structured": boolean("Remove whole attention heads and FFN rows, so matrices shrink and inference is faster. "
+                          "Unstructured pruning only zeroes weights: the file compresses better, latency does not "
+                          "change (the report and status say so).", default=False),
+    "recoverySteps": integer("Distillation steps from the teacher after structured pruning of an embedding "
+                             "model (0: none).", minimum=0, maximum=1_000_000, default=300),
 }, "Weight pruning.", rules=[
     rule("self.method != 'threshold' || has(self.threshold)", "threshold is required when method is threshold",
          ".threshold"),
@@ -170,19 +174,47 @@ DISTILLATION = obj({
     "alpha": number("Weight of the task loss; 1 - alpha weighs the teacher term.", minimum=0.0, maximum=1.0,
                     default=0.5),
     "epochs": integer("Passes over the training text.", minimum=1, maximum=100, default=1),
-    "dataset": string("Training data: a local text file, one example per line (default: built-in corpus).",
+    "dataset": string("Alias of compression.data.distillation.uri (plain text); set one of the two.",
                       max_length=2048),
+    "steps": integer("Training steps (batches of 32) for embedding students; default: epochs over the text, "
+                     "at most 2000 steps.", minimum=1, maximum=1_000_000),
     "studentUri": string("A given student model instead of a layer-dropped teacher.", max_length=2048,
                          pattern=MODEL_URI_PATTERN),
     "seed": integer("Random seed; the same seed gives the same student.", minimum=0, maximum=2**31 - 1, default=0),
 }, "Knowledge distillation into a smaller student.", required=["studentLayers"])
 
 QUALITY_GATE = obj({
-    "metric": string("cosine (to the teacher's embeddings), accuracy or agreement (with the teacher's labels).",
-                     enum=["cosine", "accuracy", "agreement"], default="cosine"),
+    "metric": string("cosine (mean cosine to the teacher's embeddings) or similarity (Spearman correlation of the "
+                     "student's and the teacher's pairwise similarities) for embeddings; accuracy (labels) or "
+                     "agreement (with the teacher's labels) for classifiers.",
+                     enum=["cosine", "similarity", "accuracy", "agreement"], default="cosine"),
     "min": number("Lowest acceptable score.", minimum=0.0, maximum=1.0, default=0.99),
     "samples": integer("Held-out samples scored.", minimum=8, maximum=10000, default=256),
 }, "Nothing is published below this score.", default={})
+
+DATA_URI_PATTERN = r"^(file:\S+|(s3|pvc)://\S+|sklearn:digits|[^:\s][^:]*)$"
+
+
+def data_entry(role: str) -> Schema:
+    return obj({
+        "uri": string("file:///path or a path relative to the spec's folder (s3:// and pvc:// are refused for "
+                      "data so far).", max_length=2048, pattern=DATA_URI_PATTERN),
+        "format": string("text: one sample per line; jsonl: one JSON object per line.", enum=["text", "jsonl"],
+                         default="text"),
+        "field": string("The text field of a jsonl record.", max_length=128, default="text"),
+        "labelField": string("The label field of a jsonl record (optional).", max_length=128),
+    }, role, required=["uri"], rules=[
+        rule("self.format == 'jsonl' || !has(self.labelField)", "labelField needs format jsonl", ".labelField"),
+    ])
+
+
+DATA = obj({
+    "evaluation": data_entry("What the quality gate scores; never trained on. Default: the held-out part of the "
+                             "distillation text or of the built-in corpus."),
+    "calibration": data_entry("Static int8 calibration text. Default: the training text."),
+    "distillation": data_entry("Training text for distillation and pruning recovery. Default: the built-in "
+                               "corpus (WordNet 3.0 glosses and examples)."),
+}, "The user's data; an entry left out falls back to the built-in corpus.")
 
 COMPRESSION = obj({
     "pruning": PRUNING,
@@ -190,7 +222,16 @@ COMPRESSION = obj({
     "distillation": DISTILLATION,
     "qualityGate": QUALITY_GATE,
     "variantSearch": boolean("Try every allowed variant and keep the fastest that passes the gate.", default=True),
-}, "How the model is made smaller and faster.", default={})
+    "data": DATA,
+    "resources": obj({
+        "gpu": integer("nvidia.com/gpu for the compression Job (placed on serving.nodePool like serving); "
+                       "training runs on CUDA when present.", minimum=0, maximum=8, default=0),
+    }, "The compression Job's accelerators.", default={}),
+}, "How the model is made smaller and faster.", default={}, rules=[
+    rule("!has(self.distillation) || !has(self.distillation.dataset) || !has(self.data) || "
+         "!has(self.data.distillation)",
+         "distillation.dataset is an alias of data.distillation: set only one", ".distillation.dataset"),
+])
 
 TOLERATION = obj({
     "key": string(max_length=253),
@@ -270,9 +311,9 @@ SPEC = obj({
 }, "Desired state of a LargeModelService.", required=["model"], rules=[
     rule("self.compression.quantization.mode != 'fp16' || self.serving.device == 'gpu'",
          "fp16 quantization is only for device gpu", ".compression.quantization.mode"),
-    rule("(self.model.task == 'feature-extraction') == (self.compression.qualityGate.metric == 'cosine')",
-         "qualityGate.metric must be cosine for feature-extraction and accuracy or agreement for classifiers",
-         ".compression.qualityGate.metric"),
+    rule("(self.model.task == 'feature-extraction') == (self.compression.qualityGate.metric in ['cosine', 'similarity'])",
+         "qualityGate.metric must be cosine or similarity for feature-extraction and accuracy or agreement for "
+         "classifiers", ".compression.qualityGate.metric"),
     rule("!has(self.compression.distillation) || self.model.format != 'onnx'",
          "distillation needs a trainable source (huggingface or torchscript)", ".compression.distillation"),
     rule("!has(self.compression.pruning) || self.model.format != 'onnx'",
@@ -310,6 +351,10 @@ STATUS = obj({
         "variant": string(max_length=128),
         "sha256": string(max_length=64),
         "sourceRevision": string("The source's resolved revision (a Hugging Face commit).", max_length=128),
+        "samples": integer("Evaluation samples the gate scored.", minimum=0),
+        "dataSha256": string("sha256 of the evaluation data file (or of the built-in corpus).", max_length=64),
+        "note": string("What the variant does and does not gain (e.g. unstructured pruning: smaller file, "
+                       "same latency).", max_length=1024),
     }),
     "endpoint": obj({"http": string(max_length=512), "grpc": string(max_length=512)}),
     "replicas": integer(minimum=0),

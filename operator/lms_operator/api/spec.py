@@ -41,6 +41,7 @@ class PruningSpec:
     sparsity: float
     threshold: float | None
     structured: bool
+    recovery_steps: int = 300
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,24 @@ class DistillationSpec:
     dataset: str | None
     student_uri: str | None
     seed: int
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    uri: str
+    format: str = "text"
+    field: str = "text"
+    label_field: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The user's data; `distillation` also carries the `distillation.dataset` alias."""
+
+    evaluation: DataEntry | None = None
+    calibration: DataEntry | None = None
+    distillation: DataEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,8 @@ class CompressionSpec:
     distillation: DistillationSpec | None
     quality_gate: QualityGateSpec
     variant_search: bool
+    data: DataSpec = DataSpec()
+    gpu: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,21 @@ def load_spec_file(path: str | Path) -> LargeModelService:
     return parse_spec(manifest, str(path))
 
 
+def _data_entry(raw: dict[str, Any] | None) -> DataEntry | None:
+    if raw is None:
+        return None
+    return DataEntry(raw["uri"], raw["format"], raw["field"], raw.get("labelField"))
+
+
+def _data(comp: dict[str, Any]) -> DataSpec:
+    raw = comp.get("data") or {}
+    dist = _data_entry(raw.get("distillation"))
+    alias = (comp.get("distillation") or {}).get("dataset")
+    if dist is None and alias:
+        dist = DataEntry(alias)
+    return DataSpec(_data_entry(raw.get("evaluation")), _data_entry(raw.get("calibration")), dist)
+
+
 def _build(d: dict[str, Any]) -> Spec:
     model, comp, serv, auto, repo = (d["model"], d["compression"], d["serving"], d["autoscaling"], d["repository"])
     pruning = comp.get("pruning")
@@ -228,16 +264,18 @@ def _build(d: dict[str, Any]) -> Spec:
                         (model.get("secretRef") or {}).get("name")),
         compression=CompressionSpec(
             pruning=PruningSpec(pruning["method"], pruning["sparsity"], pruning.get("threshold"),
-                                pruning["structured"]) if pruning is not None else None,
+                                pruning["structured"], pruning["recoverySteps"]) if pruning is not None else None,
             quantization=QuantizationSpec(comp["quantization"]["mode"], comp["quantization"]["perChannel"],
                                           comp["quantization"]["calibrationSamples"]),
             distillation=DistillationSpec(
                 distillation["studentLayers"], distillation["temperature"], distillation["alpha"],
                 distillation["epochs"], distillation.get("dataset"), distillation.get("studentUri"),
-                distillation["seed"]) if distillation is not None else None,
+                distillation["seed"], distillation.get("steps")) if distillation is not None else None,
             quality_gate=QualityGateSpec(comp["qualityGate"]["metric"], comp["qualityGate"]["min"],
                                          comp["qualityGate"]["samples"]),
             variant_search=comp["variantSearch"],
+            data=_data(comp),
+            gpu=comp["resources"]["gpu"],
         ),
         serving=ServingSpec(
             device=serv["device"],

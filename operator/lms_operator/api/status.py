@@ -16,7 +16,7 @@ from lms_operator.api.contract import (  # noqa: F401  (the vocabulary, re-expor
     READY, READY_PHASE, REBUILDING, REPOSITORY_READY, ROLLING_OUT, SERVING_PREVIOUS, SERVING_READY, SPEC_VALID,
     UNSUPPORTED_REPOSITORY, VALIDATED, VERSION_MISMATCH, WAITING, CompressionSummary, ExitCode)
 from lms_operator.api.contract import DETERMINISTIC_EXIT_CODES as DETERMINISTIC
-from lms_operator.api.contract import STORAGE_REASONS
+from lms_operator.api.contract import INPUT_REASONS
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ def job_outcome(job: dict[str, Any], pods: list[dict[str, Any]]) -> CompressionO
     terminated = _last_terminated(pods)
     summary = CompressionSummary.from_message(terminated.get("message")) if terminated else None
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
-        return CompressionOutcome("published", PUBLISHED, "compression Job succeeded", summary)
+        note = f"; {summary.note}" if summary is not None and summary.note else ""
+        return CompressionOutcome("published", PUBLISHED, f"compression Job succeeded{note}", summary)
     exit_code = terminated.get("exitCode") if terminated else None
     # Bad input and a failed gate are deterministic verdicts: a Job retry cannot change them, so
     # they count as soon as one pod reports them.
@@ -82,7 +83,7 @@ def job_outcome(job: dict[str, Any], pods: list[dict[str, Any]]) -> CompressionO
             return CompressionOutcome("failed", QUALITY_GATE_FAILED, f"quality gate failed: {gate}", summary)
         if exit_code == ExitCode.BAD_INPUT and summary is not None and summary.requested_version:
             return CompressionOutcome("failed", VERSION_MISMATCH, error or "version key mismatch", summary)
-        if exit_code == ExitCode.BAD_INPUT and summary is not None and summary.reason in STORAGE_REASONS:
+        if exit_code == ExitCode.BAD_INPUT and summary is not None and summary.reason in INPUT_REASONS:
             return CompressionOutcome("failed", summary.reason, error or summary.reason, summary)
         if exit_code == ExitCode.BAD_INPUT:
             return CompressionOutcome("failed", INVALID_MODEL, f"invalid model: {error or 'bad input'}", summary)

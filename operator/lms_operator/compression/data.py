@@ -1,82 +1,120 @@
-"""Training, calibration and held-out data, built offline and deterministically.
+"""Evaluation, calibration and training data, read offline and split deterministically.
 
-Text: the spec's dataset file (one sentence per line) or a corpus of sentences taken from the
-docstrings of the installed Python standard library. Tabular: `sklearn:digits` or an .npz
-file with X and y; a model folder may name its dataset in `lms-dataset.json`.
+Text: `spec.compression.data.{evaluation,calibration,distillation}` entries (plain text lines or
+JSONL with a named text field and an optional label field) or the built-in corpus, WordNet 3.0
+glosses and example sentences (corpus/README.md says where it comes from and under which
+licence). Evaluation text is never trained on: a given evaluation file is removed from the
+training text, and without one, one line in five is held apart by a hash of its text.
+Tabular: `sklearn:digits` or an .npz file with X and y; a model folder may name its dataset in
+`lms-dataset.json`.
 """
 from __future__ import annotations
 
-import ast
+import gzip
 import hashlib
 import json
-import re
-import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from lms_operator.api.contract import INVALID_DATA, CompressionSummary
 from lms_operator.compression.errors import InputError
 
-_WS = re.compile(r"\s+")
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-_OK = re.compile(r"^[A-Za-z][A-Za-z0-9 ,;:'()\-./%]*[.!?]$")
+CORPUS = Path(__file__).with_name("corpus") / "wordnet.txt.gz"
+CORPUS_NAME = "builtin:wordnet-3.0"
+MIN_EVAL_SAMPLES = 8
+HELDOUT_MODULUS = 5
+SPLIT_RULE = f"sha1(text) % {HELDOUT_MODULUS} == 0 is held out for evaluation, the rest trains"
+FIELD = "spec.compression.data"
 
 
-def docstring_sentences(source: str) -> list[str]:
-    """Plain-prose sentences from the docstrings in one Python source text."""
+class DataError(InputError):
+    """Data that cannot serve the gate (exit 2; the resource's Failed reason is InvalidData)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, CompressionSummary(reason=INVALID_DATA))
+
+
+class DataEntryLike(Protocol):
+    uri: str
+    format: str
+    field: str
+    label_field: str | None
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Texts (and labels) read from one source, with the digest of the bytes they came from."""
+
+    texts: list[str]
+    labels: list[Any] | None
+    source: str
+    sha256: str
+
+    def describe(self, n: int | None = None) -> dict[str, Any]:
+        return {"source": self.source, "sha256": self.sha256, "samples": len(self.texts) if n is None else n}
+
+
+def data_path(uri: str, where: str, base_dir: Path) -> Path:
+    """A data URI as a local path: file: URIs and plain paths (relative to the spec's folder)."""
+    if uri.startswith(("s3://", "pvc://", "hf://")):
+        raise DataError(f"{where}.uri: {uri}: only file: URIs and local paths are supported for data so far; "
+                         "copy the file next to the spec or into the image")
+    raw = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if uri.startswith("file:") else uri
+    path = Path(raw)
+    return path if path.is_absolute() else base_dir / path
+
+
+def read_samples(entry: DataEntryLike, where: str, base_dir: Path) -> Samples:
+    """Read one data entry; every problem names the field path, the file and the line."""
+    path = data_path(entry.uri, where, base_dir)
     try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return []
-    out: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node)
-            if not doc:
-                continue
-            for para in doc.split("\n\n"):
-                text = _WS.sub(" ", para).strip()
-                for sent in _SENT.split(text):
-                    words = sent.split()
-                    if 6 <= len(words) <= 40 and _OK.match(sent) and ">>>" not in sent:
-                        out.append(sent)
-    return out
-
-
-def python_doc_corpus(limit: int = 6000) -> list[str]:
-    """Deterministic sentences from stdlib docstrings (sorted files, first occurrence kept)."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    seen: set[str] = set()
-    sentences: list[str] = []
-    files = sorted(p for p in stdlib.glob("*.py")) + sorted(p for p in stdlib.glob("*/*.py") if "test" not in p.parts[-2])
-    for path in files:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{where}.uri: cannot read {path}: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    texts: list[str] = []
+    labels: list[Any] = []
+    for number, line_bytes in enumerate(raw.splitlines(), start=1):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            line = line_bytes.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise DataError(f"{where}: {path} line {number}: not UTF-8 text") from None
+        if not line:
             continue
-        for sent in docstring_sentences(text):
-            if sent not in seen:
-                seen.add(sent)
-                sentences.append(sent)
-                if len(sentences) >= limit:
-                    return sentences
-    return sentences
+        if entry.format == "text":
+            texts.append(line)
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{where}: {path} line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: {path} line {number}: not a JSON object")
+        text = record.get(entry.field)
+        if not isinstance(text, str) or not text.strip():
+            what = "missing" if entry.field not in record else "not a non-empty string"
+            raise DataError(f"{where}.field: {path} line {number}: field {entry.field!r} is {what}")
+        texts.append(text.strip())
+        if entry.label_field:
+            if entry.label_field not in record:
+                raise DataError(f"{where}.labelField: {path} line {number}: field {entry.label_field!r} is missing")
+            labels.append(record[entry.label_field])
+    if not texts:
+        raise DataError(f"{where}.uri: {path} holds no samples")
+    return Samples(texts, labels if entry.label_field else None, str(path), digest)
 
 
-def load_text_lines(path: Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file."""
-    try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"spec.compression.distillation.dataset: cannot read {path}: {exc}") from None
-    lines = [ln for ln in lines if ln]
-    if len(lines) < 16:
-        raise InputError(f"spec.compression.distillation.dataset: {path} has {len(lines)} lines, need at least 16")
-    return lines
+def default_corpus() -> Samples:
+    """The built-in WordNet 3.0 sentences (corpus/README.md), read from the installed package."""
+    raw = CORPUS.read_bytes()
+    lines = [ln.strip() for ln in gzip.decompress(raw).decode("utf-8").splitlines()]
+    return Samples([ln for ln in lines if ln], None, CORPUS_NAME, hashlib.sha256(raw).hexdigest())
 
 
-def is_heldout(text: str, modulus: int = 5) -> bool:
+def is_heldout(text: str, modulus: int = HELDOUT_MODULUS) -> bool:
     """Stable held-out membership by content hash (one in `modulus`)."""
     return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % modulus == 0
 
@@ -85,20 +123,55 @@ def is_heldout(text: str, modulus: int = 5) -> bool:
 class TextData:
     train: list[str]
     heldout: list[str]
+    calibration: list[str]
     source: str
+    heldout_labels: list[Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """What the report and status record: per role its source, sha256, samples; the split rule."""
 
 
-def text_data(dataset: str | None, base_dir: Path) -> TextData:
-    """Split sentences into train and held-out parts by content hash."""
-    if dataset:
-        path = Path(dataset[len("file:"):] if dataset.startswith("file:") else dataset)
-        path = path if path.is_absolute() else base_dir / path
-        lines, source = load_text_lines(path), str(path)
+def text_data(data: Any, base_dir: Path, eval_limit: int) -> TextData:
+    """Evaluation, calibration and training text for the spec's `data` (a DataSpec)."""
+    dist = read_samples(data.distillation, f"{FIELD}.distillation", base_dir) if data.distillation else default_corpus()
+    info: dict[str, Any] = {}
+    if data.evaluation is not None:
+        where = f"{FIELD}.evaluation"
+        ev = read_samples(data.evaluation, where, base_dir)
+        held, held_labels = ev.texts[:eval_limit], (ev.labels[:eval_limit] if ev.labels is not None else None)
+        if len(held) < MIN_EVAL_SAMPLES:
+            raise DataError(f"{where}: {ev.source} has {len(held)} samples, the gate needs at least {MIN_EVAL_SAMPLES}")
+        banned = set(ev.texts)
+        train = [t for t in dist.texts if t not in banned]
+        info["evaluation"] = ev.describe(len(held))
+        info["split"] = (f"evaluation is {ev.source} (first {len(held)} samples); "
+                         f"{len(dist.texts) - len(train)} training lines equal to an evaluation sample were dropped")
     else:
-        lines, source = python_doc_corpus(), "python-stdlib-docstrings"
-    train = [s for s in lines if not is_heldout(s)]
-    held = [s for s in lines if is_heldout(s)]
-    return TextData(train=train, heldout=held, source=source)
+        if data.distillation is not None:
+            where = f"{FIELD}.distillation"
+        else:
+            where = "built-in corpus"
+        train = [t for t in dist.texts if not is_heldout(t)]
+        all_held = [t for t in dist.texts if is_heldout(t)]
+        held, held_labels = all_held[:eval_limit], None
+        if len(held) < MIN_EVAL_SAMPLES:
+            raise DataError(f"{where}: only {len(held)} held-out samples in {dist.source} "
+                             f"(need {MIN_EVAL_SAMPLES}; one line in {HELDOUT_MODULUS} is held out)")
+        info["evaluation"] = {"source": dist.source, "sha256": dist.sha256, "samples": len(held),
+                              "held_out": len(all_held), "lines": len(dist.texts)}
+        info["split"] = SPLIT_RULE
+    info["distillation"] = {**dist.describe(len(train))}
+    if data.calibration is not None:
+        cal = read_samples(data.calibration, f"{FIELD}.calibration", base_dir)
+        banned = set(held)
+        calibration = [t for t in cal.texts if t not in banned]
+        info["calibration"] = cal.describe(len(calibration))
+    else:
+        calibration = train
+        info["calibration"] = {"source": dist.source, "samples": len(train), "note": "the training side of the split"}
+    if not train:
+        raise DataError(f"{FIELD}.distillation: no training text left after holding out the evaluation samples")
+    return TextData(train=train, heldout=held, calibration=calibration, source=dist.source,
+                    heldout_labels=held_labels, info=info)
 
 
 @dataclass
@@ -131,7 +204,7 @@ def tabular_data(dataset: str | None, model_path: Path, base_dir: Path) -> Tabul
     if not ref and meta.is_file():
         ref = str(json.loads(meta.read_text()).get("dataset", "")) or None
     if not ref:
-        raise InputError("spec.compression.distillation.dataset: classifiers need a labelled dataset (sklearn:digits or an .npz with X and y)")
+        raise DataError("spec.compression.distillation.dataset: classifiers need a labelled dataset (sklearn:digits or an .npz with X and y)")
     if ref == "sklearn:digits":
         return digits_split()
     path = Path(ref[len("file:"):] if ref.startswith("file:") else ref)
@@ -140,7 +213,7 @@ def tabular_data(dataset: str | None, model_path: Path, base_dir: Path) -> Tabul
         with np.load(path, allow_pickle=False) as z:
             x, y = z["X"].astype(np.float32), z["y"].astype(np.int64)
     except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"spec.compression.distillation.dataset: cannot read X and y from {path}: {exc}") from None
+        raise DataError(f"spec.compression.distillation.dataset: cannot read X and y from {path}: {exc}") from None
     order = np.random.default_rng(0).permutation(len(x))
     n_test = max(1, len(x) // 4)
     return TabularData(x[order[n_test:]], y[order[n_test:]], x[order[:n_test]], y[order[:n_test]], str(path))

@@ -56,6 +56,46 @@ def mean_cosine(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.mean(num / np.maximum(den, 1e-12)))
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as scipy.stats.rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    for a, b in zip(starts, ends):
+        if b - a > 1:
+            ranks[order[a:b]] = (a + b - 1) / 2.0
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two equally long vectors."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else 0.0
+
+
+def pairwise_cosines(x: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair of rows (upper triangle, i < j)."""
+    x = x.astype(np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sims = x @ x.T
+    return sims[np.triu_indices(len(x), k=1)]
+
+
+def similarity(ref: np.ndarray, out: np.ndarray) -> float:
+    """Spearman correlation between the student's and the teacher's pairwise cosine similarities.
+
+    Rank agreement, as STS benchmarks score: cosine to the teacher alone can hide a reordered
+    neighbourhood, this cannot.
+    """
+    return spearman(pairwise_cosines(ref), pairwise_cosines(out))
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of argmax predictions equal to the labels."""
     return float(np.mean(np.argmax(logits, axis=1) == labels))
@@ -70,6 +110,8 @@ def score(metric: str, out: np.ndarray, ref: np.ndarray, labels: np.ndarray | No
     """Gate score of `out` against the teacher's outputs `ref` (or labels for accuracy)."""
     if metric == "cosine":
         return mean_cosine(ref, out)
+    if metric == "similarity":
+        return similarity(ref, out)
     if metric == "agreement":
         return agreement(out, ref)
     if metric == "accuracy":

@@ -32,8 +32,11 @@ from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_ver
 from lms_operator.modelrepo.text import text_models
 
 TIMING_BATCH = 32
-MAX_TRAIN_SENTENCES = 4096
-TEXT_METRICS = {"feature-extraction": ("cosine",), "text-classification": ("agreement", "accuracy")}
+TEXT_METRICS = {"feature-extraction": ("cosine", "similarity"), "text-classification": ("agreement", "accuracy")}
+MAX_DEFAULT_STEPS = 2000
+"""Embedding distillation without spec.compression.distillation.steps: epochs over the text, capped here."""
+MONITOR_SENTENCES = 64
+"""Training sentences set aside (not trained on) for the progress lines' cosine."""
 CLASSIFIER_METRICS = ("accuracy", "agreement")
 
 
@@ -54,6 +57,10 @@ class Workload:
     tabular: datasets.TabularData | None = None
     tokenizer: Any = None
     source: str = ""
+    data_info: dict[str, Any] = field(default_factory=dict)
+    eval_sha256: str | None = None
+    checkpoints: Path | None = None
+    train_device: str = "cpu"
 
 
 @dataclass
@@ -83,10 +90,7 @@ def text_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> W
 
     comp = lms.spec.compression
     seq = lms.spec.serving.sequence_length
-    dist = comp.distillation
-    text = datasets.text_data(dist.dataset if dist else None, base_dir)
-    if len(text.heldout) < 8:
-        raise InputError(f"spec.compression.distillation.dataset: only {len(text.heldout)} held-out sentences in {text.source}")
+    text = datasets.text_data(comp.data, base_dir, comp.quality_gate.samples)
     tok = transformers.AutoTokenizer.from_pretrained(str(src.tokenizer_dir), local_files_only=True)
 
     def feeds(sentences: list[str], batch: int, pad: Any = True) -> list[ev.Feed]:
@@ -96,14 +100,35 @@ def text_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> W
             out.append({"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})
         return out
 
-    held = text.heldout[: comp.quality_gate.samples]
+    held = text.heldout
+    labels = text_labels(src, text.heldout_labels) if comp.quality_gate.metric == "accuracy" else None
     timing_sents = (text.train * (TIMING_BATCH // max(1, len(text.train)) + 1))[:TIMING_BATCH]
     timing = feeds(timing_sents, TIMING_BATCH, "max_length")[0]
     ex = feeds(text.train[:2], 2)[0]
-    return Workload(eval_feeds=feeds(held, 32), labels=None,
-                    calib_feeds=feeds(text.train[: comp.quantization.calibration_samples], 8),
+    return Workload(eval_feeds=feeds(held, 32), labels=labels,
+                    calib_feeds=feeds(text.calibration[: comp.quantization.calibration_samples], 8),
                     timing_feed=timing, example={k: torch.from_numpy(v) for k, v in ex.items()},
-                    train_text=text.train, tokenizer=tok, source=text.source)
+                    train_text=text.train, tokenizer=tok, source=text.source, data_info=text.info,
+                    eval_sha256=text.info["evaluation"].get("sha256"))
+
+
+def text_labels(src: SourceModel, raw: list[Any] | None) -> np.ndarray:
+    """Evaluation labels as class indices: integers, or names from the model's label2id."""
+    where = "spec.compression.data.evaluation.labelField"
+    if raw is None:
+        raise InputError("spec.compression.qualityGate.metric: accuracy needs labelled evaluation data "
+                         "(data.evaluation with format jsonl and labelField); use agreement otherwise")
+    names = {str(k): int(v) for k, v in (getattr(getattr(src.module, "config", None), "label2id", None) or {}).items()}
+    out = []
+    for i, label in enumerate(raw, start=1):
+        if isinstance(label, int) and not isinstance(label, bool):
+            out.append(label)
+        elif isinstance(label, str) and label in names:
+            out.append(names[label])
+        else:
+            raise datasets.DataError(f"{where}: sample {i}: label {label!r} is neither a class index nor one of "
+                                     f"{', '.join(sorted(names)) or 'the model labels'}")
+    return np.asarray(out, dtype=np.int64)
 
 
 def tabular_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> Workload:
@@ -112,7 +137,7 @@ def tabular_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -
 
     comp = lms.spec.compression
     dist = comp.distillation
-    tab = datasets.tabular_data(dist.dataset if dist else None, src.path, base_dir)
+    tab = datasets.tabular_data(comp.data.distillation.uri if comp.data.distillation else None, src.path, base_dir)
     n_in = src.meta.get("in_features")
     if n_in is not None and tab.x_test.shape[1] != n_in:
         raise InputError(f"spec.compression.distillation.dataset: {tab.source} has {tab.x_test.shape[1]} features, the model takes {n_in}")
@@ -134,6 +159,7 @@ def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec
     d = lms.spec.compression.distillation
     assert d is not None
     info: dict[str, Any] = {"teacher_params": distill.param_count(src.module), "data": work.source, "epochs": d.epochs, "seed": d.seed}
+    keep: list[int] | None = None
     distill.seed_all(d.seed)
     if d.student_uri:
         student_path = locate_model(d.student_uri, None, spec_dir, None)
@@ -142,7 +168,10 @@ def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec
     elif src.task == "feature-extraction" or src.task == "text-classification":
         base = src.module if src.task == "feature-extraction" else src.module.base_model
         try:
-            student, kept = distill.layer_dropped_student(base, d.student_layers)
+            if src.task == "feature-extraction":
+                keep, probe_cosine = distill.choose_layers(base, d.student_layers, probe_batch(work))
+                info["probe_cosine_untrained"] = round(probe_cosine, 4)
+            student, kept = distill.layer_dropped_student(base, d.student_layers, keep)
         except ValueError as exc:
             raise InputError(f"spec.compression.distillation.studentLayers: {exc}") from None
         if src.task == "text-classification":
@@ -155,7 +184,10 @@ def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec
         student = distill.build_mlp(sizes)
         info["student_sizes"] = sizes
     if src.task == "feature-extraction":
-        losses = distill.train_embedding(student, src.module, work.tokenizer, work.train_text[:MAX_TRAIN_SENTENCES], d.temperature, d.alpha, d.epochs, d.seed)
+        steps = d.steps or min(MAX_DEFAULT_STEPS, d.epochs * -(-len(work.train_text) // 32))
+        record = train_embedding(student, src, work, "distilled", steps, info["layers_kept"], d.temperature, d.alpha, d.seed)
+        info["training"] = {k: v for k, v in record.items() if k != "loss"}
+        losses = record["loss"]
     elif src.task == "text-classification":
         raise InputError("spec.compression.distillation: text-classification distillation needs labelled text, which the corpus lacks")
     else:
@@ -166,8 +198,45 @@ def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec
     return student, info
 
 
-def apply_pruning(module: Any, lms: LargeModelService) -> tuple[Any, dict[str, Any]]:
-    """Prune a copy of `module` as the spec asks."""
+def probe_batch(work: Workload, n: int = 64) -> dict[str, Any]:
+    """A batch of training sentences for choosing the student's layers."""
+    enc = work.tokenizer(work.train_text[:n], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def train_embedding(student: Any, src: SourceModel, work: Workload, role: str, steps: int, layer_map: list[int],
+                    temperature: float, alpha: float, seed: int) -> dict[str, Any]:
+    """Distil `student` from the source model on the training text, checkpointing under work.checkpoints/role.
+
+    A few training sentences are set aside as the progress lines' monitor; evaluation text is
+    never among the training text (compression.data).
+    """
+    from lms_operator.compression import distill
+
+    text = list(work.train_text)
+    monitor: list[str] = []
+    if len(text) > 2 * MONITOR_SENTENCES:
+        text, monitor = text[:-MONITOR_SENTENCES], text[-MONITOR_SENTENCES:]
+    fingerprint = json.dumps([role, steps, layer_map, temperature, alpha, seed,
+                              {k: v.get("sha256") for k, v in work.data_info.items() if isinstance(v, dict)}], sort_keys=True)
+    folder = work.checkpoints / role if work.checkpoints is not None else None
+    cfg = distill.EmbedTraining(steps=steps, temperature=temperature, alpha=alpha, seed=seed, checkpoint_dir=folder,
+                                fingerprint=fingerprint, device=work.train_device,
+                                log_every=max(1, min(50, steps // 10)), checkpoint_every=max(1, min(100, steps // 5)))
+    log(f"{role}: {steps} steps on {len(text)} sentences ({work.source}) on {work.train_device}")
+    return distill.train_embedding(student, src.module, work.tokenizer, text, cfg, monitor=monitor, layer_map=layer_map,
+                                   log=log)
+
+
+UNSTRUCTURED_NOTE = ("{method} pruning zeroed {pct:.0f}% of the Linear weights, which stay stored densely: the file "
+                     "compresses better but ONNX Runtime runs the same dense kernels, so latency does not improve "
+                     "(use pruning.structured for speed)")
+
+
+def apply_pruning(module: Any, lms: LargeModelService, src: SourceModel | None = None,
+                  work: Workload | None = None) -> tuple[Any, dict[str, Any]]:
+    """Prune a copy of `module` as the spec asks; structured pruning of an embedding model is
+    followed by recovery distillation from the teacher (pruning.recoverySteps)."""
     from lms_operator.compression import prune
 
     p = lms.spec.compression.pruning
@@ -178,12 +247,26 @@ def apply_pruning(module: Any, lms: LargeModelService) -> tuple[Any, dict[str, A
             removed = prune.structured(m, p.sparsity)
         except ValueError as exc:
             raise InputError(f"spec.compression.pruning.structured: {exc}") from None
-        return m, {"structured": True, "amount": p.sparsity, **removed}
+        info: dict[str, Any] = {"structured": True, "amount": p.sparsity, **removed}
+        if src is not None and work is not None and src.task == "feature-extraction" and p.recovery_steps > 0:
+            layers = list(range(len(m.encoder.layer)))
+            record = train_embedding(m, src, work, "pruned", p.recovery_steps, layers, 2.0, 0.5, 0)
+            info["recovery"] = {k: v for k, v in record.items() if k != "loss"}
+        elif p.recovery_steps > 0:
+            info["recovery"] = f"none: recovery distillation is for feature-extraction models, not {src.task if src else 'this task'}"
+        return m, info
     if p.method == "threshold":
         reached = prune.threshold(m, float(p.threshold or 0.0))
     else:
         reached = prune.magnitude(m, p.sparsity)
-    return m, {"structured": False, "method": p.method, "sparsity": round(reached, 4)}
+    return m, {"structured": False, "method": p.method, "sparsity": round(reached, 4),
+               "note": UNSTRUCTURED_NOTE.format(method=p.method, pct=100 * reached)}
+
+
+def variant_note(chosen: search.Candidate, details: dict[str, Any]) -> str | None:
+    """The plain statement a pruned variant owes the user (unstructured pruning gains no speed)."""
+    note = (details.get("pruning") or {}).get("note")
+    return note if note and "pruned" in chosen.base else None
 
 
 def quantize_variant(base_fp32: Path, base_pre: Path, quant: str, out: Path, work: Workload) -> Path:
@@ -248,8 +331,6 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
     comp = lms.spec.compression
     m = lms.spec.model
     check_metric(m.task, comp.quality_gate.metric)
-    if m.task in ("feature-extraction", "text-classification") and comp.quality_gate.metric == "accuracy":
-        raise InputError("spec.compression.qualityGate.metric: accuracy needs labelled data; use agreement for text models")
     device = lms.spec.serving.device
     threads = ev.thread_limit()
     if threads is not None:
@@ -258,6 +339,9 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
         torch.set_num_threads(threads)
     sw = Stopwatch()
     base_dir = spec_dir or Path.cwd()
+    if m.task not in TEXT_METRICS and (comp.data.evaluation or comp.data.calibration):
+        raise InputError("spec.compression.data: evaluation and calibration entries are for text models; "
+                         f"a {m.task} model takes data.distillation (sklearn:digits or an .npz with X and y)")
     with sw.stage("load"):
         resolved = resolve_model(m.uri, m.sha256, spec_dir, model_dir)
         src = load_source(resolved.path, m.format, m.task)
@@ -265,11 +349,43 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
         if src.module is None and (comp.pruning or comp.distillation):
             raise InputError("spec.compression: pruning and distillation need a torch model (format huggingface or torchscript)")
         work = text_workload(src, lms, base_dir) if m.task in TEXT_METRICS else tabular_workload(src, lms, base_dir)
+    work.checkpoints = checkpoint_dir(root, lms, key)
+    work.train_device = training_device(comp.gpu)
     tmp = Path(tempfile.mkdtemp(prefix="lms-compress-"))
     try:
-        return _compress_in(lms, src, work, tmp, sw, key, final, rel, device, root, spec_dir)
+        summary = _compress_in(lms, src, work, tmp, sw, key, final, rel, device, root, spec_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    discard_checkpoints(work.checkpoints)
+    return summary
+
+
+def discard_checkpoints(folder: Path) -> None:
+    """Published: nothing left to resume. Empty parent folders go too."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in list(folder.parents)[:3]:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def checkpoint_dir(root: Path, lms: LargeModelService, key: str) -> Path:
+    """Where training checkpoints live while a version is built: $LMS_CHECKPOINT_DIR, else beside
+    the versions in the repository root (a claim survives the Job's pod, so a rerun resumes)."""
+    base = Path(os.environ["LMS_CHECKPOINT_DIR"]) if os.environ.get("LMS_CHECKPOINT_DIR") else root / ".lms-checkpoints"
+    return base / lms.namespace / lms.name / key
+
+
+def training_device(gpus: int) -> str:
+    """cuda when the Job asked for a GPU and torch sees one, else cpu."""
+    if gpus > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        log("spec.compression.resources.gpu is set but torch sees no CUDA device: training on the CPU")
+    return "cpu"
 
 
 def discard_version(final: Path) -> None:
@@ -310,7 +426,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
         if "pruned" in b:
             with sw.stage("prune"):
                 start = modules["distilled"] if b.startswith("distilled") else src.module
-                modules[b], details["pruning"] = apply_pruning(start, lms)
+                modules[b], details["pruning"] = apply_pruning(start, lms, src, work)
     with sw.stage("export"):
         for b in wanted:
             if b != "original":
@@ -365,7 +481,9 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             size_ratio=round(original_bytes / best.compressed_bytes, 3) if best and best.compressed_bytes else None,
             latency_ms=Latency(round(baseline_ms, 3), round(best.latency_ms, 3) if best else None),
             speedup=round(baseline_ms / best.latency_ms, 3) if best else None,
-            quality=Quality(gate.metric, None if best is None else round(best.score, 5), gate.min, False)))
+            quality=Quality(gate.metric, None if best is None else round(best.score, 5), gate.min, False,
+                            samples=int(reference.shape[0]), data_sha256=work.eval_sha256),
+            note=variant_note(best, details) if best else None))
     with sw.stage("publish"):
         ins, outs = io_specs(src.task, reference, src.meta.get("in_features") or (work.tabular.x_test.shape[1] if work.tabular else None))
         config_text = render_config(build_model_config(lms.name, ins, outs, lms.spec.serving))
@@ -376,15 +494,15 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             latency_ms=Latency(round(baseline_ms, 3), round(chosen.latency_ms, 3)),
             speedup=round(baseline_ms / chosen.latency_ms, 3),
             quality=Quality(gate.metric, round(chosen.score, 5), gate.min, True, round(teacher_score, 5),
-                            int(reference.shape[0])),
-            sha256=digest)
+                            int(reference.shape[0]), work.eval_sha256),
+            sha256=digest, note=variant_note(chosen, details))
         report = {
             **summary.to_dict(), "task": src.task, "source": lms.spec.model.uri,
             "candidates": rows, "timings": sw.timings,
             "benchmark": {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
                           "providers": providers, "device_class": lms.spec.serving.device,
                           "statistic": f"best of {timing_rounds} interleaved runs after 2 warm-ups"},
-            "data": work.source, **details,
+            "data": work.data_info or work.source, **details,
         }
         if device == "gpu" and "CUDAExecutionProvider" not in providers:
             report["benchmark"]["note"] = "no CUDA execution provider here: latencies were measured on the CPU"

@@ -10,6 +10,7 @@ from lms_operator.api.spec import LargeModelService, cpu_cores
 from lms_operator.resources import meta
 from lms_operator.resources.credentials import job_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
+from lms_operator.resources.server import GPU_RESOURCE, GPU_TOLERATION, _scheduling
 from lms_operator.resources.settings import BuildSettings
 from lms_operator.resources.volumes import (REPOSITORY_VOLUME, SOURCE_VOLUME, pvc_source, repository_volume,
                                             scratch_volumes)
@@ -60,6 +61,11 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    pod_scheduling: dict[str, Any] = {}
+    gpus = lms.spec.compression.gpu
+    if gpus:  # spec.compression.resources.gpu: on the serving GPU pool when serving is on GPUs too
+        container["resources"]["limits"][GPU_RESOURCE] = gpus
+        pod_scheduling = _scheduling(lms) if lms.spec.serving.device == "gpu" else {"tolerations": [GPU_TOLERATION]}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -80,6 +86,7 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
                     "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": volumes + scratch,
+                    **pod_scheduling,
                 },
             },
         },
