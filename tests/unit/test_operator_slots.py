@@ -212,7 +212,7 @@ def test_waiting_passes_are_coalesced_into_one() -> None:
 
 
 def test_a_deleted_resource_is_forgotten_with_its_requeue_backoff_and_phase() -> None:
-    from lms_operator.runtime.metrics import PHASES
+    from lms_operator.runtime.metrics import RESOURCES
 
     async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
         return Result("Compressing", "Job running", requeue_after=30.0)
@@ -225,13 +225,13 @@ def test_a_deleted_resource_is_forgotten_with_its_requeue_backoff_and_phase() ->
         await controller.resource_changed({"type": "ADDED", "object": body}, "ns", "m")
         assert "ns/m" in controller.requeues and controller.phases.phase_of == {"ns/m": "Compressing"}
         assert other.phases.phase_of == {}
-        assert PHASES.labels(phase="Compressing")._value.get() == 1
+        assert RESOURCES.labels(phase="Compressing")._value.get() == 1
         controller.failures["ns/m"] = (2, 0.0)
         await controller.resource_changed({"type": "DELETED", "object": body}, "ns", "m")
 
     asyncio.run(scenario())
     assert controller.known == set() and controller.requeues == {} and controller.failures == {}
-    assert controller.phases.phase_of == {} and PHASES.labels(phase="Compressing")._value.get() == 0
+    assert controller.phases.phase_of == {} and RESOURCES.labels(phase="Compressing")._value.get() == 0
 
 
 def test_the_resync_spreads_its_passes_over_the_period() -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from lms_operator.api.contract import PHASES
+
 RECONCILES = Counter("lms_operator_reconciles_total", "Reconcile passes by trigger and result.",
                      ["trigger", "result"])
 DURATION = Histogram("lms_operator_reconcile_duration_seconds", "Wall time of one reconcile pass.",
                      buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ERRORS = Counter("lms_operator_errors_total", "Reconcile passes that raised, by exception type.", ["type"])
-PHASES = Gauge("lms_operator_resources", "LargeModelServices per phase.", ["phase"])
-ALL_PHASES = ("Pending", "Compressing", "Deploying", "Ready", "Degraded", "Failed")
+RESOURCES = Gauge("lms_operator_resources", "LargeModelServices per phase.", ["phase"])
 
 
 class PhaseGauge:
@@ -28,8 +29,8 @@ class PhaseGauge:
             self.phase_of.pop(key, None)
         else:
             self.phase_of[key] = phase
-        for name in ALL_PHASES:
-            PHASES.labels(phase=name).set(sum(1 for p in self.phase_of.values() if p == name))
+        for name in PHASES:
+            RESOURCES.labels(phase=name).set(sum(1 for p in self.phase_of.values() if p == name))
 
 
 def serve(port: int) -> None:
