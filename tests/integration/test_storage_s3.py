@@ -70,8 +70,9 @@ def tiny_onnx(path: Path, external: bool = False) -> Path:
     return path
 
 
-def tiny_version(root: Path, key: str) -> Path:
-    """A Triton repository for the tiny model, laid out as the pipeline publishes it."""
+def tiny_version(root: Path, key: str, empty_folder: bool = False) -> Path:
+    """A Triton repository for the tiny model, laid out as the pipeline publishes it (with an empty
+    folder, like an ensemble's version folder, when asked)."""
     from lms_operator.api.spec import parse_spec
     from lms_operator.modelrepo.config import TensorSpec, build_model_config, render_config
 
@@ -86,6 +87,8 @@ def tiny_version(root: Path, key: str) -> Path:
     (version / MODEL / "config.pbtxt").write_text(render_config(config))
     (version / "report.json").write_text('{"sha256": "x"}\n')
     (version / ".complete").touch()
+    if empty_folder:
+        (version / f"{MODEL}-text" / "1").mkdir(parents=True)
     return version
 
 
@@ -95,10 +98,12 @@ REPO = S3Location("lms", "repo")
 def test_publish_writes_a_version_that_counts_and_verifies(cli: Any, tmp_path: Path) -> None:
     loc = version_location(REPO, "ns", "pub", "k1")
     assert counted_version(cli, loc, "k1") == (None, "no manifest")
-    manifest = publish(cli, tiny_version(tmp_path, "k1"), loc, "k1", {"variant": "int8"})
+    manifest = publish(cli, tiny_version(tmp_path, "k1", empty_folder=True), loc, "k1", {"variant": "int8"})
     keys = sorted(o.key for o in s3.list_objects(cli, loc))
     assert keys == sorted(f"repo/ns/pub/k1/{p}" for p in (MANIFEST_FILE, f"{MODEL}/1/model.onnx",
-                                                          f"{MODEL}/config.pbtxt", "report.json"))
+                                                          f"{MODEL}/config.pbtxt", "report.json", f"{MODEL}-text/1/"))
+    delimited = cli.list_objects_v2(Bucket="lms", Prefix=f"repo/ns/pub/k1/{MODEL}-text/", Delimiter="/")
+    assert [p["Prefix"] for p in delimited.get("CommonPrefixes", [])] == [f"repo/ns/pub/k1/{MODEL}-text/1/"]
     found, why = counted_version(cli, loc, "k1")
     assert found == manifest and why == ""
     assert found.summary == {"variant": "int8"}

@@ -85,9 +85,14 @@ def _version(tmp_path: Path) -> Path:
 
 
 def test_manifest_round_trip_lists_every_file_but_the_marker(tmp_path: Path) -> None:
-    m = build_manifest("k1", _version(tmp_path), {"variant": "int8"})
-    assert [f.path for f in m.files] == ["m/1/model.onnx", "m/config.pbtxt", "report.json"]
-    assert m.files[0].size == 400
+    version = _version(tmp_path)
+    (version / "m-text" / "1").mkdir(parents=True)  # an ensemble's empty version folder
+    m = build_manifest("k1", version, {"variant": "int8"})
+    assert [f.path for f in m.files] == ["m-text/1/", "m/1/model.onnx", "m/config.pbtxt", "report.json"]
+    assert m.files[0].size == 0 and m.files[1].size == 400
+    (version / "m-text" / "1").rmdir()
+    (version / "m-text").rmdir()
+    m = build_manifest("k1", version, {"variant": "int8"})
     again = parse_manifest(m.to_bytes(), "k1")
     assert again == m
     sizes = {f.path: f.size for f in m.files}

@@ -63,14 +63,29 @@ class Manifest:
         return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def empty_folders(folder: Path) -> list[str]:
+    """Empty folders below `folder` as "rel/path/" (an ensemble's version folder is one)."""
+    return sorted(Path(d).relative_to(folder).as_posix() + "/" for d, dirs, names in os.walk(folder)
+                  if not dirs and not names and Path(d) != folder)
+
+
 def build_manifest(version: str, folder: Path, summary: dict[str, Any] | None = None) -> Manifest:
-    """Hash every regular file under a local version folder (markers and the manifest excluded)."""
+    """Hash every regular file under a local version folder (markers and the manifest excluded).
+
+    An empty folder is listed as "path/" (size 0): object storage has no folders, so it is
+    published as a zero-byte folder-marker object, which Triton lists as a folder.
+    """
     entries = []
     for p in regular_files(folder):
         rel = p.relative_to(folder).as_posix()
         if rel in SKIPPED or rel == MANIFEST_FILE:
             continue
         entries.append(FileEntry(rel, file_sha256(p), p.stat().st_size))
+    entries += [FileEntry(rel, EMPTY_SHA256, 0) for rel in empty_folders(folder)]
+    entries.sort(key=lambda e: e.path)
     if not entries:
         raise ManifestError(f"{folder}: no files to publish")
     return Manifest(version, tuple(entries), dict(summary or {}))

@@ -55,7 +55,8 @@ def counted_version(cli: Any, loc: S3Location, key: str) -> tuple[Manifest | Non
 
 def verify_digests(cli: Any, loc: S3Location, manifest: Manifest) -> None:
     """Stream every listed object and compare its sha256 with the manifest; DigestMismatch otherwise."""
-    digests = {f.path: s3.object_sha256(cli, loc.bucket, loc.child(f.path).key) for f in manifest.files}
+    digests = {f.path: s3.object_sha256(cli, loc.bucket, loc.child(f.path).key + ("/" if f.path.endswith("/") else ""))
+               for f in manifest.files}
     problems = digest_problems(manifest, digests)
     if problems:
         raise DigestMismatch(f"{loc.uri}: " + "; ".join(problems[:3]))
@@ -71,7 +72,10 @@ def publish(cli: Any, folder: Path, loc: S3Location, key: str, summary: dict[str
         s3.delete_keys(cli, loc.bucket, [manifest_key])
         s3.delete_keys(cli, loc.bucket, [k for k in leftovers if k != manifest_key])
     for entry in manifest.files:
-        s3.upload(cli, folder / entry.path, loc.bucket, loc.child(entry.path).key)
+        if entry.path.endswith("/"):  # an empty folder: a zero-byte folder marker
+            s3.put_bytes(cli, loc.bucket, loc.child(entry.path).key + "/", b"", "application/x-directory")
+        else:
+            s3.upload(cli, folder / entry.path, loc.bucket, loc.child(entry.path).key)
     s3.put_bytes(cli, loc.bucket, manifest_key, manifest.to_bytes())
     found, why = counted_version(cli, loc, key)
     if found is None:
