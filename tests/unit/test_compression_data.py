@@ -45,7 +45,7 @@ def test_text_and_jsonl_entries(tmp_path: Path) -> None:
     ("missing label", b'{"text": "a", "y": 1}\n{"text": "b"}\n', DataEntry("f", "jsonl", "text", "y"),
      "spec.compression.data.evaluation.labelField: {path} line 2: field 'y' is missing"),
     ("not UTF-8", b"fine\n\xff\xfe broken\n", DataEntry("f"), "spec.compression.data.evaluation: {path} line 2: not UTF-8"),
-    ("unsupported scheme", None, DataEntry("s3://bucket/eval.txt"), "only file: URIs and local paths"),
+    ("unsupported scheme", None, DataEntry("pvc://claim/eval.txt"), "data can come from s3://, file: URIs and local paths"),
 ])
 def test_bad_data_names_field_file_and_line(tmp_path: Path, name: str, content: bytes | None, entry: DataEntry,
                                             expected: str) -> None:

@@ -197,8 +197,9 @@ DATA_URI_PATTERN = r"^(file:\S+|(s3|pvc)://\S+|sklearn:digits|[^:\s][^:]*)$"
 
 def data_entry(role: str) -> Schema:
     return obj({
-        "uri": string("file:///path or a path relative to the spec's folder (s3:// and pvc:// are refused for "
-                      "data so far).", max_length=2048, pattern=DATA_URI_PATTERN),
+        "uri": string("s3://bucket/key (read with spec.model.secretRef's keys, else the default Secret's), "
+                      "file:///path or a path relative to the spec's folder (local CLI); pvc:// is refused so far.",
+                      max_length=2048, pattern=DATA_URI_PATTERN),
         "format": string("text: one sample per line; jsonl: one JSON object per line.", enum=["text", "jsonl"],
                          default="text"),
         "field": string("The text field of a jsonl record.", max_length=128, default="text"),

@@ -59,9 +59,9 @@ class Samples:
 
 def data_path(uri: str, where: str, base_dir: Path) -> Path:
     """A data URI as a local path: file: URIs and plain paths (relative to the spec's folder)."""
-    if uri.startswith(("s3://", "pvc://", "hf://")):
-        raise DataError(f"{where}.uri: {uri}: only file: URIs and local paths are supported for data so far; "
-                         "copy the file next to the spec or into the image")
+    if uri.startswith(("pvc://", "hf://")):
+        raise DataError(f"{where}.uri: {uri}: data can come from s3://, file: URIs and local paths so far; "
+                        "copy the file next to the spec, into the image or into a bucket")
     raw = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if uri.startswith("file:") else uri
     path = Path(raw)
     return path if path.is_absolute() else base_dir / path
@@ -69,11 +69,15 @@ def data_path(uri: str, where: str, base_dir: Path) -> Path:
 
 def read_samples(entry: DataEntryLike, where: str, base_dir: Path) -> Samples:
     """Read one data entry; every problem names the field path, the file and the line."""
-    path = data_path(entry.uri, where, base_dir)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{where}.uri: cannot read {path}: {exc.strerror or exc}") from None
+    path: Path | str
+    if entry.uri.startswith("s3://"):
+        path, raw = entry.uri, s3_bytes(entry.uri, where)
+    else:
+        path = data_path(entry.uri, where, base_dir)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{where}.uri: cannot read {path}: {exc.strerror or exc}") from None
     digest = hashlib.sha256(raw).hexdigest()
     texts: list[str] = []
     labels: list[Any] = []
@@ -105,6 +109,26 @@ def read_samples(entry: DataEntryLike, where: str, base_dir: Path) -> Samples:
     if not texts:
         raise DataError(f"{where}.uri: {path} holds no samples")
     return Samples(texts, labels if entry.label_field else None, str(path), digest)
+
+
+def s3_bytes(uri: str, where: str, limit: int = 1 << 30) -> bytes:
+    """One object's bytes, read with the model source's credentials (spec.model.secretRef), else the default."""
+    from lms_operator.storage import s3
+    from lms_operator.storage.errors import StorageError
+    from lms_operator.storage.uri import UriError, parse_s3
+
+    try:
+        loc = parse_s3(uri, f"{where}.uri")
+        if not loc.key or loc.key.endswith("/"):
+            raise DataError(f"{where}.uri: {uri} names a prefix; name one object")
+        data = s3.get_bytes(s3.source_client(), loc.bucket, loc.key, missing_ok=True)
+    except (UriError, StorageError) as exc:
+        raise DataError(f"{where}.uri: cannot read {uri}: {exc}") from None
+    if data is None:
+        raise DataError(f"{where}.uri: cannot read {uri}: no such object")
+    if len(data) > limit:
+        raise DataError(f"{where}.uri: {uri} is larger than {limit} bytes")
+    return data
 
 
 def default_corpus() -> Samples:
