@@ -32,12 +32,17 @@ esac
 buckets=("$@")
 (( ${#buckets[@]} )) || buckets=(lms)
 gw="${LMS_TOOLS_BIN:+$LMS_TOOLS_BIN/}versitygw"
-command -v "$gw" >/dev/null || { echo "s3.sh: no versitygw binary ($gw); run tools/build.sh" >&2; exit 1; }
 
 if ! [[ -f "$dir/s3.pid" ]] || ! kill -0 "$(cat "$dir/s3.pid")" 2>/dev/null; then
+  command -v "$gw" >/dev/null || { echo "s3.sh: no versitygw binary ($gw); run tools/build.sh" >&2; exit 1; }
   port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  access="lms$("$python" -c 'import secrets; print(secrets.token_hex(8))')"
-  secret="$("$python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
+  # The same keys again over existing data (its buckets belong to them); new ones the first time.
+  access="$(sed -n 's/^AWS_ACCESS_KEY_ID=//p' "$dir/s3.env" 2>/dev/null || true)"
+  secret="$(sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' "$dir/s3.env" 2>/dev/null || true)"
+  if [[ -z "$access" || -z "$secret" ]]; then
+    access="lms$("$python" -c 'import secrets; print(secrets.token_hex(8))')"
+    secret="$("$python" -c 'import secrets; print(secrets.token_urlsafe(30))')"
+  fi
   mkdir -p "$dir/s3/data" "$dir/s3/meta"
   umask 077
   cat > "$dir/s3.env" <<ENV

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make sandbox`: a local control plane with CPU and GPU node pools, the CRD, the
+# `make sandbox`: a local control plane with CPU and GPU node pools, an S3 server, the CRD, the
 # operator and the pod runner, all in the background.
 # Idempotent: running it again reuses what is already up.
 set -euo pipefail
@@ -33,10 +33,20 @@ fi
 
 kubectl --kubeconfig "$kubeconfig" apply --server-side -f "$here/repository-claim.yaml" -f "$root/deploy/peering.yaml" >&2
 
+# The S3 server (versitygw over .sandbox/s3/), bucket lms, and the Secret lms-s3 in default
+# holding its keys; .sandbox/s3.env has the same four lines for tools outside the cluster.
+LMS_TOOLS_BIN="$bin" "$here/s3.sh" up "$dir" lms >/dev/null
+kubectl --kubeconfig "$kubeconfig" create secret generic lms-s3 -n default --from-env-file="$dir/s3.env" \
+  --dry-run=client -o yaml | kubectl --kubeconfig "$kubeconfig" apply --server-side --force-conflicts -f - >&2
+
 # The operator reads published versions where the pod runner keeps each claim's files,
-# so a version that is already there is a cache hit without a Job.
+# so a version that is already there is a cache hit without a Job. It also gets the S3 keys
+# as its own environment (the chart's s3.operatorSecret), never the pod runner: pods get
+# them from the Secret, by reference.
+( set -a; . "$dir/s3.env"; set +a
 start_bg operator "$dir/operator.pid" "$dir/operator.log" \
   "$venv/python" -m lms_harness.operator --kubeconfig "$kubeconfig" --all-namespaces --repository-root "$dir/state/pvc"
+)
 
 start_bg podrunner "$dir/podrunner.pid" "$dir/podrunner.out" \
   "$venv/python" -m lms_harness.podrunner --kubeconfig "$kubeconfig" --state-dir "$dir/state"

@@ -3,7 +3,8 @@
 Without KUBECONFIG the session starts its own kwok cluster (real etcd, kube-apiserver,
 kube-controller-manager and kube-scheduler; fake CPU and GPU nodes) from the binaries
 `make tools` builds, plus the pod runner that really runs the project's pods on CPU-pool
-nodes. With KUBECONFIG set (e.g. a kind cluster) the tests run against that cluster.
+nodes, and an S3 server (versitygw, bucket lms). With KUBECONFIG set (e.g. a kind cluster) the
+tests run against that cluster.
 Every wait is bounded and every process started here is stopped, even when a test fails.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from lms_harness.cluster import ClusterError, cluster_down, cluster_up, podrunner_command, tools_bin
 from lms_harness.processes import WaitTimeout, kill_group, wait_until
+from lms_harness.s3server import S3Error, start_s3, stop_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -49,6 +51,7 @@ class Cluster:
     state_dir: Path | None = None     # pod runner state (PVC folders, pod logs) when local
     name: str | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    s3: dict[str, str] | None = None  # AWS_* of the session's S3 server (bucket lms) when local
 
     def pvc_dir(self, namespace: str, claim: str) -> Path:
         """Local folder that backs a PVC for pods the runner runs (local clusters only)."""
@@ -96,10 +99,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         runner = subprocess.Popen(podrunner_command(kubeconfig, state_dir), stdout=runner_out,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         cluster.processes.append(runner)
+        try:
+            cluster.s3 = start_s3(base, bin_dir)
+        except S3Error as exc:
+            pytest.fail(str(exc), pytrace=False)
         yield cluster
     finally:
         for proc in reversed(cluster.processes):
             kill_group(proc, 30.0)
+        stop_s3(base)
         runner_out.close()
         cluster_down(name, bin_dir, timeout=120)
         signal.signal(signal.SIGTERM, previous)
