@@ -126,3 +126,16 @@ def test_summary_carries_samples_data_digest_and_note() -> None:
     assert again == s
     block = s.status_block("k")
     assert block["samples"] == 256 and block["dataSha256"] == "ab" * 32 and "latency" in block["note"]
+
+
+def test_text_labels_accept_indices_and_model_label_names() -> None:
+    from types import SimpleNamespace
+
+    from lms_operator.compression.pipeline import text_labels
+
+    src = SimpleNamespace(module=SimpleNamespace(config=SimpleNamespace(label2id={"NEGATIVE": 0, "POSITIVE": 1})))
+    assert text_labels(src, [1, "NEGATIVE", "POSITIVE", 0]).tolist() == [1, 0, 1, 0]  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"labelField: sample 2: label 'neutral' is neither a class index"):
+        text_labels(src, [1, "neutral"])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="accuracy needs labelled evaluation data"):
+        text_labels(src, None)  # type: ignore[arg-type]
