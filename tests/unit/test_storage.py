@@ -171,3 +171,18 @@ def test_storage_failures_become_job_errors_led_by_their_reason() -> None:
     assert str(denied).startswith("StorageAccessDenied: ") and denied.summary.reason == "StorageAccessDenied"
     down = storage_failure(StorageUnavailable("s3://lms/k: connection refused"))
     assert not isinstance(down, InputError) and down.exit_code == 1  # retried by the Job
+
+
+def test_hf_cache_lookup_by_revision(tmp_path: Path) -> None:
+    from lms_operator.compression.source import find_in_hf_cache
+
+    repo = tmp_path / "models--org--name"
+    for commit in ("aaa111", "bbb222"):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("bbb222")
+    (repo / "refs" / "v1").write_text("aaa111")
+    assert find_in_hf_cache("org/name", [tmp_path]) == repo / "snapshots" / "bbb222"
+    assert find_in_hf_cache("org/name", [tmp_path], "v1") == repo / "snapshots" / "aaa111"  # a tag
+    assert find_in_hf_cache("org/name", [tmp_path], "aaa111") == repo / "snapshots" / "aaa111"  # a commit
+    assert find_in_hf_cache("org/name", [tmp_path], "v2") is None  # unknown here: downloaded instead
