@@ -249,3 +249,51 @@ def test_operator_reader_finds_versions_by_manifest_only_with_its_own_keys(cli: 
     wrong = ObjectStoreReader(environ={**s3_env, "AWS_SECRET_ACCESS_KEY": "wrong"})
     refused = asyncio.run(wrong.check(lms, "k1"))
     assert refused.known is False and "access denied" in (refused.problem or "")
+
+
+def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """The Job's flow around a stand-in for the (minutes-long) compression pipeline: it publishes a
+    tiny version where the real one would, and reports a summary."""
+    from lms_operator.api.contract import CompressionSummary
+    from lms_operator.compression import remote
+    from lms_operator.modelrepo.layout import version_dir
+
+    def compress(lms: Any, root: Path, spec_dir: Any, model_dir: Any, requested: str | None) -> CompressionSummary:
+        assert requested is not None
+        calls.append(requested)
+        folder = version_dir(root, lms.namespace, lms.name, requested)
+        tiny_version(folder.parent, requested)
+        return CompressionSummary(version=requested, model=lms.name, variant="int8-per-channel", sha256="0" * 64)
+
+    monkeypatch.setattr(remote, "compress", compress)
+    monkeypatch.setattr(remote, "check_requested_key", lambda lms, requested: requested)
+
+
+def test_job_flow_publishes_hits_the_cache_and_keeps_three_versions_and_the_serving_one(
+        cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.compression.remote import compress_to
+
+    calls: list[str] = []
+    _fake_pipeline(monkeypatch, calls)
+    lms = parse_spec({"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService",
+                      "metadata": {"name": "ret", "namespace": "ns"},
+                      "spec": {"model": {"uri": "s3://models/tiny/model.onnx"},
+                               "repository": {"uri": "s3://lms/jobs", "keepVersions": 3}}})
+    resource = S3Location("lms", "jobs/ns/ret")
+    serving = None
+    for key in ("v1", "v2", "v3", "v4"):
+        summary = compress_to(lms, "s3://lms/jobs", None, None, key, [serving] if serving else [])
+        assert summary.version == key and not summary.cache_hit
+        serving = key if key != "v4" else serving  # v4 is rolling out while v3 serves
+        time.sleep(1.1)  # distinct LastModified seconds
+    assert calls == ["v1", "v2", "v3", "v4"]
+    assert sorted(published_versions(cli, resource)) == ["v2", "v3", "v4"]
+    again = compress_to(lms, "s3://lms/jobs", None, None, "v4", ["v3"])
+    assert again.cache_hit and again.variant == "int8-per-channel" and calls == ["v1", "v2", "v3", "v4"]
+    # An old version serving again (a rollback) is never deleted, whatever its age.
+    compress_to(lms, "s3://lms/jobs", None, None, "v5", ["v2"])
+    assert sorted(published_versions(cli, resource)) == ["v2", "v3", "v4", "v5"]
+    time.sleep(1.1)
+    compress_to(lms, "s3://lms/jobs", None, None, "v6", ["v2"])
+    assert sorted(published_versions(cli, resource)) == ["v2", "v4", "v5", "v6"]

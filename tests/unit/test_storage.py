@@ -186,3 +186,33 @@ def test_hf_cache_lookup_by_revision(tmp_path: Path) -> None:
     assert find_in_hf_cache("org/name", [tmp_path], "v1") == repo / "snapshots" / "aaa111"  # a tag
     assert find_in_hf_cache("org/name", [tmp_path], "aaa111") == repo / "snapshots" / "aaa111"  # a commit
     assert find_in_hf_cache("org/name", [tmp_path], "v2") is None  # unknown here: downloaded instead
+
+
+def test_claim_retention_after_publishing_keeps_the_protected_version(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Job's flow on a claim, around a stand-in for the (minutes-long) pipeline."""
+    import os
+
+    from lms_operator.api.contract import CompressionSummary
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.compression import remote
+
+    published = iter(range(1, 5))
+
+    def compress(lms: object, root: Path, *_: object) -> CompressionSummary:
+        n = next(published)
+        folder = root / "ns" / "r" / f"v{n}"
+        folder.mkdir(parents=True)
+        (folder / ".complete").touch()
+        os.utime(folder / ".complete", (1000 + n, 1000 + n))  # v1 oldest ... v4 newest
+        return CompressionSummary(version=f"v{n}")
+
+    monkeypatch.setattr(remote, "compress", compress)
+    lms = parse_spec({"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService",
+                      "metadata": {"name": "r", "namespace": "ns"},
+                      "spec": {"model": {"uri": "file:///m.onnx", "format": "onnx", "task": "tabular-classification"},
+                               "compression": {"qualityGate": {"metric": "agreement"}},
+                               "repository": {"pvc": "lms-models", "keepVersions": 2}}})
+    for _ in range(4):
+        remote.compress_to(lms, str(tmp_path), None, None, None, ["v1"])
+    assert sorted(p.name for p in (tmp_path / "ns" / "r").iterdir()) == ["v1", "v3", "v4"]
