@@ -96,7 +96,7 @@ def head_scores(q: nn.Linear, k: nn.Linear, v: nn.Linear, out: nn.Linear, head_s
     s = torch.zeros(heads)
     for h in range(heads):
         sl = slice(h * head_size, (h + 1) * head_size)
-        s[h] = sum(float(t.norm() ** 2) for t in (q.weight[sl], k.weight[sl], v.weight[sl], out.weight[:, sl])) ** 0.5
+        s[h] = sum(float(t.detach().norm() ** 2) for t in (q.weight[sl], k.weight[sl], v.weight[sl], out.weight[:, sl])) ** 0.5
     return s
 
 
