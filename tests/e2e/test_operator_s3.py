@@ -104,3 +104,23 @@ def test_minilm_from_s3_to_s3_serves_embeddings(cluster: Cluster, k8s: K8s, kube
     cosine = (served * local).sum(axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1))
     assert served.shape == local.shape == (2, 384)
     assert float(cosine.min()) >= 0.999, cosine
+
+
+def test_wrong_keys_fail_with_storage_access_denied_and_nothing_served(
+        cluster: Cluster, k8s: K8s, kubectl: Kubectl, namespace: str, operator: Operator) -> None:
+    if cluster.s3 is None:
+        pytest.skip("no S3 server for a cluster given by KUBECONFIG")
+    wrong = {**cluster.s3, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    kubectl("create", "secret", "generic", "wrong-keys", "-n", namespace,
+            *[f"--from-literal={k}={v}" for k, v in sorted(wrong.items())])
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    spec = copy.deepcopy(manifest["spec"])
+    spec["model"].update(uri="s3://lms/models/nowhere/all-MiniLM-L6-v2", secretRef={"name": "wrong-keys"})
+    spec["repository"].update(uri="s3://lms/repo-denied", secretRef={"name": "wrong-keys"})
+    name = manifest["metadata"]["name"]
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_json({**manifest, "spec": spec}))
+    status = wait_phase(k8s, namespace, name, {"Failed"}, 300, operator)
+    compressed = condition(status, "Compressed")
+    assert compressed["reason"] == "StorageAccessDenied", compressed
+    assert "bucket 'lms'" in compressed["message"], compressed
+    assert k8s.apps.list_namespaced_deployment(namespace).items == []
