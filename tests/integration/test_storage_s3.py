@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lms_operator.compression.digest import path_sha256
-from lms_operator.compression.errors import CompressionError, InputError
+from lms_operator.compression.errors import InputError
 from lms_operator.compression.source import resolve_model
 from lms_operator.storage import s3
 from lms_operator.storage.errors import StorageAccessDenied
