@@ -169,15 +169,15 @@ def test_s3_model_sources_with_sha256_pin(cli: Any, tmp_path: Path, monkeypatch:
     got = resolve_model("s3://models/folder", path_sha256(folder), None, None)
     assert sorted(p.name for p in got.path.iterdir()) == ["config.json", "model.onnx"]
 
-    with pytest.raises(InputError, match="^DigestMismatch: spec.model.sha256"):
+    with pytest.raises(InputError, match="^spec.model.sha256"):
         resolve_model("s3://models/tiny/model.onnx", "0" * 64, None, None)
-    with pytest.raises(InputError, match="^ModelNotFound: .*s3://models/nothing"):
+    with pytest.raises(InputError, match="s3://models/nothing"):
         resolve_model("s3://models/nothing", None, None, None)
     # The source's own Secret (LMS_SOURCE_ prefix), here with wrong keys.
     monkeypatch.setenv("LMS_SOURCE_AWS_ACCESS_KEY_ID", "wrong")
     monkeypatch.setenv("LMS_SOURCE_AWS_SECRET_ACCESS_KEY", "wrong")
     monkeypatch.setenv("LMS_SOURCE_AWS_ENDPOINT_URL", s3_env["AWS_ENDPOINT_URL"])
-    with pytest.raises(InputError, match="^StorageAccessDenied: .*bucket 'models'") as err:
+    with pytest.raises(InputError, match="bucket 'models'") as err:
         resolve_model("s3://models/tiny/model.onnx", pin, None, None)
     assert err.value.exit_code == 2
 

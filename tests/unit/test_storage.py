@@ -152,7 +152,7 @@ def test_a_storage_verdict_of_the_job_is_the_failed_reason(reason: str) -> None:
     from lms_operator.api import status as st
     from lms_operator.api.contract import CompressionSummary
 
-    message = CompressionSummary(model="m", reason=reason, error=f"{reason}: access denied to s3://lms/x").to_message()
+    message = CompressionSummary(model="m", reason=reason, error="access denied to s3://lms/x").to_message()
     job = {"status": {"conditions": [{"type": "Failed", "status": "True"}]}}
     pod = {"metadata": {"creationTimestamp": "t"}, "status": {"containerStatuses": [
         {"state": {"terminated": {"exitCode": 2, "message": message, "finishedAt": "t"}}}]}}
@@ -161,14 +161,14 @@ def test_a_storage_verdict_of_the_job_is_the_failed_reason(reason: str) -> None:
     assert "s3://lms/x" in outcome.message
 
 
-def test_storage_failures_become_job_errors_led_by_their_reason() -> None:
+def test_storage_failures_become_job_errors_with_their_reason() -> None:
     from lms_operator.compression.errors import InputError
     from lms_operator.compression.source import storage_failure
     from lms_operator.storage.errors import StorageAccessDenied, StorageUnavailable
 
     denied = storage_failure(StorageAccessDenied("access denied to s3://lms/k (bucket 'lms', key 'k')"))
     assert isinstance(denied, InputError) and denied.exit_code == 2
-    assert str(denied).startswith("StorageAccessDenied: ") and denied.summary.reason == "StorageAccessDenied"
+    assert str(denied).startswith("access denied to s3://lms/k") and denied.summary.reason == "StorageAccessDenied"
     down = storage_failure(StorageUnavailable("s3://lms/k: connection refused"))
     assert not isinstance(down, InputError) and down.exit_code == 1  # retried by the Job
 

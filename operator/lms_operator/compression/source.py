@@ -216,11 +216,11 @@ def resolve_source(uri: str, spec_dir: Path | None, model_dir: Path | None) -> R
 
 
 def storage_failure(exc: StorageError) -> CompressionError:
-    """The Job's error for a storage failure, its message led by the condition reason.
+    """The Job's error for a storage failure; the summary carries the condition reason.
 
     Bad input (exit 2, no retry) when a retry cannot help; a plain failure (retried) otherwise.
     """
-    return (InputError if exc.deterministic else CompressionError)(f"{exc.reason}: {exc}", CompressionSummary(reason=exc.reason))
+    return (InputError if exc.deterministic else CompressionError)(str(exc), CompressionSummary(reason=exc.reason))
 
 
 def resolve_model(uri: str, sha256: str | None, spec_dir: Path | None, model_dir: Path | None) -> ResolvedModel:
