@@ -54,7 +54,7 @@ def test_interrupted_version_without_marker_is_replaced(tmp_path: Path) -> None:
 def test_summary_fits_4k_by_trimming_the_error() -> None:
     text = CompressionSummary(model="m", error="x" * 10000).to_message()
     assert len(text.encode()) <= 4096 and json.loads(text)["error"].endswith("...")
-    assert CompressionSummary(variant="b", model="a").to_message() == '{"model":"a","variant":"b"}'
+    assert CompressionSummary(variant="b", model="a").to_message() == '{"cache_hit":false,"model":"a","variant":"b"}'
 
 
 def test_termination_log_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

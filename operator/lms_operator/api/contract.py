@@ -165,7 +165,7 @@ class CompressionSummary:
         out = asdict(self)
         for part in ("latency_ms", "quality"):
             out[part] = {k: v for k, v in out[part].items() if v is not None} or None
-        return {k: v for k, v in out.items() if v is not None and not (k == "cache_hit" and v is False)}
+        return {k: v for k, v in out.items() if v is not None}
 
     def to_message(self) -> str:
         """One JSON line within the termination message limit (the error text is shortened if needed)."""
