@@ -8,23 +8,9 @@ and its data files.
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from pathlib import Path
 
-from lms_operator.modelrepo.integrity import file_sha256  # noqa: F401  (one definition, used here and by callers)
-
-
-def regular_files(folder: Path) -> list[Path]:
-    """Regular files under `folder` (symlinks and special files excluded), sorted by relative path."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames.sort()
-        for name in filenames:
-            p = Path(dirpath) / name
-            if stat.S_ISREG(os.lstat(p).st_mode):
-                found.append(p)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+from lms_operator.modelrepo.integrity import file_sha256, regular_files  # noqa: F401  (used here and by callers)
 
 
 def manifest_text(entries: list[tuple[str, str]]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def regular_files(folder: Path) -> list[Path]:
+    """Regular files below `folder` (links and special files left out), sorted by relative path."""
+    found = [Path(d) / n for d, _dirs, names in os.walk(folder) for n in names
+             if stat.S_ISREG(os.lstat(Path(d) / n).st_mode)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def recorded_sha256(version: Path) -> str:

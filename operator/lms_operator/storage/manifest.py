@@ -9,34 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lms_operator.modelrepo.integrity import file_sha256, regular_files
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lms.dev/version-manifest/v1"
 SKIPPED = (".complete",)
 """Local markers that are not part of a version in object storage (the manifest replaces them)."""
-
-
-CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of one file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def regular_files(folder: Path) -> list[Path]:
-    """Regular files below `folder` (links and special files left out), sorted by relative path."""
-    found = [Path(d) / n for d, _dirs, names in os.walk(folder) for n in names
-             if stat.S_ISREG(os.lstat(Path(d) / n).st_mode)]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 class ManifestError(ValueError):
