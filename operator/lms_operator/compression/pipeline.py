@@ -372,7 +372,8 @@ def discard_checkpoints(folder: Path) -> None:
 
 def checkpoint_dir(root: Path, lms: LargeModelService, key: str) -> Path:
     """Where training checkpoints live while a version is built: $LMS_CHECKPOINT_DIR, else beside
-    the versions in the repository root (a claim survives the Job's pod, so a rerun resumes)."""
+    the versions in the repository root (a claim survives the Job's pod, so a rerun resumes). For
+    an s3:// repository the root is pod scratch, so resuming needs LMS_CHECKPOINT_DIR on a volume."""
     base = Path(os.environ["LMS_CHECKPOINT_DIR"]) if os.environ.get("LMS_CHECKPOINT_DIR") else root / ".lms-checkpoints"
     return base / lms.namespace / lms.name / key
 
