@@ -152,3 +152,40 @@ def events_of(k8s: K8s, namespace: str, name: str) -> list[Any]:
 
 def elapsed(start: float) -> str:
     return f"{time.monotonic() - start:.0f}s"
+
+
+# ---- asking the deployed model ------------------------------------------------------------------------
+
+def server_http(k8s: K8s, namespace: str, name: str) -> str:
+    """host:port of a running Triton pod of the resource, as the pod runner recorded it."""
+    pod = wait_for(lambda: next((p for p in k8s.core.list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/instance={name},app.kubernetes.io/component=server").items
+        if (p.metadata.annotations or {}).get("sandbox.lms.dev/http")), None), 60, "the Triton pod's local ports")
+    return str(pod.metadata.annotations["sandbox.lms.dev/http"])
+
+
+def served_vs_local_cosine(http: str, name: str, model: Path, tokenizer_json: Path,
+                           sentences: list[str]) -> tuple[Any, Any]:
+    """(per-sentence cosine, ONNX Runtime's embeddings): the deployed token-level model's answers
+    against ONNX Runtime's on the published model file, for the same tokens."""
+    import numpy as np
+    import onnxruntime as ort
+    import tritonclient.http as triton
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.enable_padding(length=32)
+    tokenizer.enable_truncation(max_length=32)
+    encoded = tokenizer.encode_batch(sentences)
+    feeds = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+             "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
+    inputs = []
+    for input_name, array in feeds.items():
+        tensor = triton.InferInput(input_name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    served = triton.InferenceServerClient(http).infer(
+        name, inputs, outputs=[triton.InferRequestedOutput("embedding")]).as_numpy("embedding")
+    local = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(["embedding"], feeds)[0]
+    assert served.shape == local.shape == (len(sentences), 384)
+    return (served * local).sum(axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1)), local

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from .conftest import Cluster, K8s, Kubectl, wait_for
-from .operator_fixtures import CLAIM, Operator, condition, operator, operator_crds, wait_phase  # noqa: F401
+from .conftest import Cluster, K8s, Kubectl
+from .operator_fixtures import (CLAIM, Operator, condition, operator, operator_crds,  # noqa: F401
+                                served_vs_local_cosine, server_http, wait_phase)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,37 +39,11 @@ def test_minilm_cpu_example_serves_embeddings_matching_onnxruntime(
     table = kubectl("get", "lms", name, "-n", namespace).stdout
     assert "Ready" in table and str(comp["ratio"]) in table and str(comp["score"]) in table, table
 
-    pod = wait_for(lambda: next((p for p in k8s.core.list_namespaced_pod(
-        namespace, label_selector=f"app.kubernetes.io/instance={name},app.kubernetes.io/component=server").items
-        if (p.metadata.annotations or {}).get("sandbox.lms.dev/http")), None), 60, "the Triton pod's local ports")
-    http = pod.metadata.annotations["sandbox.lms.dev/http"]
-
+    http = server_http(k8s, namespace, name)
     assert cluster.state_dir is not None
     version = cluster.pvc_dir(namespace, CLAIM) / namespace / name / status["modelVersion"]
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(version / name / "1" / "tokenizer" / "tokenizer.json"))
-    tokenizer.enable_padding(length=32)
-    tokenizer.enable_truncation(max_length=32)
-    encoded = tokenizer.encode_batch(SENTENCES)
-    ids = np.array([e.ids for e in encoded], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-
-    import onnxruntime as ort
-    import tritonclient.http as triton
-
-    client = triton.InferenceServerClient(http)
-    inputs = []
-    for input_name, array in (("input_ids", ids), ("attention_mask", mask)):
-        tensor = triton.InferInput(input_name, list(array.shape), "INT64")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    served = client.infer(name, inputs, outputs=[triton.InferRequestedOutput("embedding")]).as_numpy("embedding")
-
-    session = ort.InferenceSession(str(version / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    local = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
-    cosine = (served * local).sum(axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1))
-    assert served.shape == local.shape == (2, 384)
+    cosine, local = served_vs_local_cosine(http, name, version / name / "1" / "model.onnx",
+                                    version / name / "1" / "tokenizer" / "tokenizer.json", SENTENCES)
     assert float(cosine.min()) >= 0.999, cosine
 
     # text in: the deployed Triton tokenises with the tokenizer published in the version folder

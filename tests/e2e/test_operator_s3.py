@@ -13,7 +13,6 @@ import copy
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -22,8 +21,9 @@ from lms_operator.storage import s3
 from lms_operator.storage.manifest import MANIFEST_FILE, parse_manifest
 from lms_operator.storage.uri import S3Location
 
-from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
-from .operator_fixtures import Operator, condition, operator, operator_crds, wait_phase  # noqa: F401
+from .conftest import Cluster, K8s, Kubectl, to_json
+from .operator_fixtures import (Operator, condition, operator, operator_crds,  # noqa: F401
+                                served_vs_local_cosine, server_http, wait_phase)
 
 pytestmark = pytest.mark.e2e
 
@@ -71,38 +71,12 @@ def test_minilm_from_s3_to_s3_serves_embeddings(cluster: Cluster, k8s: K8s, kube
     assert not [v for v in deployment.spec.template.spec.volumes or [] if v.persistent_volume_claim]
     assert {e.value_from.secret_key_ref.name for e in container.env if e.value_from} == {"lms-s3"}
 
-    pod = wait_for(lambda: next((p for p in k8s.core.list_namespaced_pod(
-        namespace, label_selector=f"app.kubernetes.io/instance={name},app.kubernetes.io/component=server").items
-        if (p.metadata.annotations or {}).get("sandbox.lms.dev/http")), None), 60, "the Triton pod's local ports")
-    http = pod.metadata.annotations["sandbox.lms.dev/http"]
-
+    http = server_http(k8s, namespace, name)
     local_model = tmp_path / "model.onnx"
     s3.download(cli, version.bucket, version.child(name, "1", "model.onnx").key, local_model)
     tokenizer_json = tmp_path / "tokenizer.json"
     s3.download(cli, version.bucket, version.child(name, "1", "tokenizer", "tokenizer.json").key, tokenizer_json)
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
-    tokenizer.enable_padding(length=32)
-    tokenizer.enable_truncation(max_length=32)
-    encoded = tokenizer.encode_batch(SENTENCES)
-    ids = np.array([e.ids for e in encoded], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-
-    import onnxruntime as ort
-    import tritonclient.http as triton
-
-    client = triton.InferenceServerClient(http)
-    inputs = []
-    for input_name, array in (("input_ids", ids), ("attention_mask", mask)):
-        tensor = triton.InferInput(input_name, list(array.shape), "INT64")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    served = client.infer(name, inputs, outputs=[triton.InferRequestedOutput("embedding")]).as_numpy("embedding")
-    session = ort.InferenceSession(str(local_model), providers=["CPUExecutionProvider"])
-    local = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
-    cosine = (served * local).sum(axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1))
-    assert served.shape == local.shape == (2, 384)
+    cosine, _ = served_vs_local_cosine(http, name, local_model, tokenizer_json, SENTENCES)
     assert float(cosine.min()) >= 0.999, cosine
 
 
