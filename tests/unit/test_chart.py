@@ -295,6 +295,16 @@ def test_no_secrets_access_even_with_s3() -> None:
         assert [r for r in rules if "secrets" in r["resources"]] == [], name
 
 
+def test_image_pull_secrets_reach_the_operator_for_its_pods() -> None:
+    pull = ["--set", "imagePullSecrets[0].name=regcred", "--set", "imagePullSecrets[1].name=mirror"]
+    spec = of_kind(render(pull), "Deployment")[0]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert env["LMS_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    plain = of_kind(render([]), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "LMS_IMAGE_PULL_SECRETS" not in {e["name"] for e in plain}
+
+
 def test_s3_values_reach_the_operator_by_reference() -> None:
     dep = of_kind(render(VALUE_SETS["s3"]), "Deployment")[0]
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}

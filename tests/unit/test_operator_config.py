@@ -40,6 +40,11 @@ def test_flags_and_environment_together(tmp_path: Path) -> None:
                                                  prometheus_address="http://prom.monitoring:9090")
 
 
+def test_image_pull_secrets_are_a_comma_separated_list() -> None:
+    got = config(["-A"], {"LMS_IMAGE_PULL_SECRETS": "regcred, mirror ,"})
+    assert got.build_settings().image_pull_secrets == ("regcred", "mirror")
+
+
 def test_an_empty_variable_counts_as_unset() -> None:
     assert config(["-A"], {"LMS_MAX_MODEL_BYTES": "", "LMS_REPOSITORY_ROOT": " "}).max_model_bytes is None
 
@@ -57,6 +62,7 @@ def test_an_empty_variable_counts_as_unset() -> None:
     ({"LMS_PROMETHEUS_ADDRESS": "prometheus:9090"}, "LMS_PROMETHEUS_ADDRESS: not an http(s) URL"),
     ({"LMS_IMAGE": "lms operator"}, "LMS_IMAGE: not an image reference"),
     ({"LMS_S3_SECRET": "S3 Keys"}, "LMS_S3_SECRET: not a Secret name"),
+    ({"LMS_IMAGE_PULL_SECRETS": "regcred,Bad_Name"}, "LMS_IMAGE_PULL_SECRETS: not a Secret name"),
     ({"LMS_REPOSITORY_ROOT": "/nonexistent/lms"}, "LMS_REPOSITORY_ROOT: not a directory (got '/nonexistent/lms')"),
 ])
 def test_a_bad_variable_is_refused_by_name(env: dict[str, str], message: str) -> None:

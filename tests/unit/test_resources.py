@@ -169,6 +169,17 @@ def test_model_size_limit_reaches_the_job() -> None:
     assert "LMS_MAX_MODEL_BYTES" not in str(all_objects(lms, SETTINGS)[0])
 
 
+def test_image_pull_secrets_reach_the_job_and_triton_pods() -> None:
+    from dataclasses import replace
+
+    manifest = load_example("minilm-cpu.yaml")
+    lms = parse_spec(manifest)
+    built = {o["kind"]: o for o in all_objects(lms, replace(SETTINGS, image_pull_secrets=("regcred",)), OWNER)}
+    for kind in ("Job", "Deployment"):
+        assert pod_spec(built[kind])["imagePullSecrets"] == [{"name": "regcred"}], kind
+    assert "imagePullSecrets" not in pod_spec(objects("minilm-cpu.yaml")["Deployment"])
+
+
 def test_deterministic_failures_are_not_retried() -> None:
     job = objects("minilm-cpu.yaml")["Job"]
     rule = job["spec"]["podFailurePolicy"]["rules"][0]

@@ -11,7 +11,7 @@ from lms_operator.resources import meta
 from lms_operator.resources.credentials import job_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
 from lms_operator.resources.server import GPU_RESOURCE, GPU_TOLERATION, _scheduling
-from lms_operator.resources.settings import BuildSettings
+from lms_operator.resources.settings import BuildSettings, pull_secrets
 from lms_operator.resources.volumes import (REPOSITORY_VOLUME, SOURCE_VOLUME, pvc_source, repository_volume,
                                             scratch_volumes)
 
@@ -82,6 +82,7 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
+                    **pull_secrets(settings),
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),
                     "containers": [container],

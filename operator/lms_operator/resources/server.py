@@ -8,7 +8,7 @@ from lms_operator.modelrepo.layout import relative_version_path
 from lms_operator.resources import meta
 from lms_operator.resources.credentials import triton_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
-from lms_operator.resources.settings import BuildSettings
+from lms_operator.resources.settings import BuildSettings, pull_secrets
 from lms_operator.resources.volumes import REPOSITORY_VOLUME, repository_volume, scratch_volumes
 from lms_operator.storage.uri import parse_repository, triton_repository
 
@@ -94,6 +94,7 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
         container["env"] = env
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
+        **pull_secrets(settings),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": pod_security_context(),

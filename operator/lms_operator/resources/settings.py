@@ -25,3 +25,11 @@ class BuildSettings:
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
     default_s3_secret: str | None = None
     """Secret (AWS_* keys) for s3:// sources and repositories that name none (the chart's s3.secret)."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """Secrets (in each resource's namespace) the Job and Triton pods pull their images with."""
+
+
+def pull_secrets(settings: BuildSettings) -> dict[str, list[dict[str, str]]]:
+    """The pod spec's imagePullSecrets, or nothing when none are configured."""
+    return {"imagePullSecrets": [{"name": name} for name in settings.image_pull_secrets]} \
+        if settings.image_pull_secrets else {}

@@ -78,6 +78,14 @@ def _secret_name(value: str | None) -> str | None:
     return None if ok else "not a Secret name (lower-case DNS subdomain)"
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _secret_names(value: tuple[str, ...]) -> str | None:
+    return next((problem for problem in map(_secret_name, value) if problem), None)
+
+
 def _namespaces(value: tuple[str, ...]) -> str | None:
     return None if all(value) else "an empty namespace name"
 
@@ -134,10 +142,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("default_s3_secret", (), "LMS_S3_SECRET", _BUILD.default_s3_secret,
             "Secret (AWS_* keys) that Jobs and Triton pods use, by reference, for s3:// sources and repositories "
             "of resources naming none (the operator never reads it).", check=_secret_name),
+    Setting("image_pull_secrets", (), "LMS_IMAGE_PULL_SECRETS", _BUILD.image_pull_secrets,
+            "Comma-separated Secrets the compression Job and Triton pods pull images with (each must exist in the "
+            "resource's namespace; the chart passes its imagePullSecrets).", parse=_names, check=_secret_names),
 )
 BY_FIELD = {setting.field: setting for setting in SETTINGS}
 BUILD_FIELDS = ("image", "prometheus_address", "compression_cpu", "compression_memory", "max_model_bytes",
-                "default_s3_secret")
+                "default_s3_secret", "image_pull_secrets")
 
 
 def _refuse(setting: Setting, source: str, problem: str, value: Any) -> ConfigError:
@@ -184,6 +195,7 @@ class OperatorConfig:
     compression_memory: str = _BUILD.compression_memory
     max_model_bytes: int | None = _BUILD.max_model_bytes
     default_s3_secret: str | None = _BUILD.default_s3_secret
+    image_pull_secrets: tuple[str, ...] = _BUILD.image_pull_secrets
 
     def __post_init__(self) -> None:
         if self.clusterwide == bool(self.namespaces):
