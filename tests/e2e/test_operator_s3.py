@@ -5,7 +5,8 @@ sha256 pin and publishes to s3://lms/<prefix>; credentials reach the Job and Tri
 reference to a Secret in the namespace (the operator runs under its RBAC, which has no Secrets).
 Ready means the version's manifest is in the bucket, Triton was started with
 --model-repository=s3://..., and its answer matches in-process ONNX Runtime on the model
-downloaded from the bucket.
+downloaded from the bucket. Retention (keepVersions) is checked on the fast digits classifier
+publishing four successive versions to the bucket.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from lms_operator.storage.manifest import MANIFEST_FILE, parse_manifest
 from lms_operator.storage.uri import S3Location
 
 from .conftest import Cluster, K8s, Kubectl, to_json
-from .operator_fixtures import (Operator, condition, operator, operator_crds,  # noqa: F401
+from .operator_fixtures import (Operator, condition, lms_status, operator, operator_crds,  # noqa: F401
                                 served_vs_local_cosine, server_http, wait_phase)
+from .test_operator_digits import COMPRESS_TIMEOUT, digits, digits_teacher  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +100,53 @@ def test_wrong_keys_fail_with_storage_access_denied_and_nothing_served(
     assert compressed["reason"] == "StorageAccessDenied", compressed
     assert "bucket 'lms'" in compressed["message"], compressed
     assert k8s.apps.list_namespaced_deployment(namespace).items == []
+
+
+def test_four_versions_keep_three_in_the_bucket_and_never_the_serving_one(
+        cluster: Cluster, k8s: K8s, kubectl: Kubectl, namespace: str, operator: Operator,
+        digits_teacher: Path) -> None:
+    """keepVersions: 3 over four successive versions. Retention runs in each Job after it publishes,
+    with the serving version passed as --protect: the 4th Job runs while version 3 serves, so the
+    oldest (1) goes and 2, 3, 4 stay, the serving one (4, once rolled out) among them."""
+    if cluster.s3 is None:
+        pytest.skip("no S3 server for a cluster given by KUBECONFIG")
+    cli = s3.client(environ=cluster.s3)
+    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
+            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
+    run = uuid.uuid4().hex[:8]
+    manifest = digits("digits", digits_teacher)
+    manifest["spec"]["repository"] = {"uri": f"s3://lms/keep-{run}", "secretRef": {"name": "lms-s3"},
+                                      "keepVersions": 3}
+    resource = S3Location("lms", f"keep-{run}/{namespace}/digits")
+
+    def versions_in_bucket() -> dict[str, set[str]]:
+        """{version key: names of its objects} for every key folder under the resource's prefix."""
+        found: dict[str, set[str]] = {}
+        for obj in s3.list_objects(cli, resource):
+            key, _, rest = obj.key[len(resource.prefix):].partition("/")
+            found.setdefault(key, set()).add(rest)
+        return found
+
+    keys: list[str] = []
+    for gate in (0.9, 0.89, 0.88, 0.87):
+        manifest["spec"]["compression"]["qualityGate"]["min"] = gate
+        kubectl("apply", "-n", namespace, "-f", "-", input=to_json(manifest))
+        status = wait_phase(k8s, namespace, "digits", {"Ready"}, COMPRESS_TIMEOUT, operator)
+        assert condition(status, "RepositoryReady")["reason"] == "ObjectStore"
+        keys.append(status["modelVersion"])
+        assert MANIFEST_FILE in versions_in_bucket().get(keys[-1], set()), f"{keys[-1]} has no manifest"
+    assert len(set(keys)) == 4, keys
+
+    # The 4th Job ran while the 3rd version was serving, and was told to keep it.
+    fourth = next(j for j in k8s.batch.list_namespaced_job(
+        namespace, label_selector="app.kubernetes.io/instance=digits").items
+        if keys[3] in j.spec.template.spec.containers[0].args)
+    assert f"--protect={keys[2]}" in fourth.spec.template.spec.containers[0].args
+
+    found = versions_in_bucket()
+    assert set(found) == set(keys[1:]), (keys, sorted(found))  # the oldest is gone, objects and all
+    assert all(MANIFEST_FILE in names and "digits/config.pbtxt" in names for names in found.values()), found
+    serving = lms_status(k8s, namespace, "digits")["modelVersion"]
+    assert serving == keys[3] and serving in found
+    data = s3.get_bytes(cli, "lms", resource.child(serving, MANIFEST_FILE).key)
+    assert data is not None and parse_manifest(data, serving).files
