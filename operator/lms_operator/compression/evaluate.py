@@ -64,9 +64,9 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     sorted_x = x[order]
     starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
     ends = np.r_[starts[1:], len(x)]
-    for a, b in zip(starts, ends):
-        if b - a > 1:
-            ranks[order[a:b]] = (a + b - 1) / 2.0
+    tied = np.flatnonzero(ends - starts > 1)  # usually none: a Python loop only over real ties
+    for a, b in zip(starts[tied], ends[tied]):
+        ranks[order[a:b]] = (a + b - 1) / 2.0
     return ranks
 
 
