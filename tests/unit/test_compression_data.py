@@ -131,7 +131,7 @@ def test_summary_carries_samples_data_digest_and_note() -> None:
 def test_text_labels_accept_indices_and_model_label_names() -> None:
     from types import SimpleNamespace
 
-    from lms_operator.compression.pipeline import text_labels
+    from lms_operator.compression.workload import text_labels
 
     src = SimpleNamespace(module=SimpleNamespace(config=SimpleNamespace(label2id={"NEGATIVE": 0, "POSITIVE": 1})))
     assert text_labels(src, [1, "NEGATIVE", "POSITIVE", 0]).tolist() == [1, 0, 1, 0]  # type: ignore[arg-type]

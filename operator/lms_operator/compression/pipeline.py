@@ -19,7 +19,6 @@ import numpy as np
 from lms_operator.api.contract import FORMAT_VERSION, CompressionSummary, Latency, Quality
 from lms_operator.api.spec import LargeModelService
 from lms_operator.api.version import version_key
-from lms_operator.compression import data as datasets
 from lms_operator.compression import evaluate as ev
 from lms_operator.compression import search
 from lms_operator.compression.digest import file_sha256
@@ -28,39 +27,19 @@ from lms_operator.compression.loader import SourceModel, load_source, tokenizer_
 from lms_operator.compression.publish import publish_version
 from lms_operator.compression.source import locate_model, resolve_model
 from lms_operator.compression.supply_chain import verify_published
+from lms_operator.compression.workload import (TEXT_METRICS, TIMING_BATCH, Workload, check_metric, tabular_workload,
+                                                text_workload)
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
 from lms_operator.modelrepo.text import text_models
 
-TIMING_BATCH = 32
-TEXT_METRICS = {"feature-extraction": ("cosine", "similarity"), "text-classification": ("agreement", "accuracy")}
 MAX_DEFAULT_STEPS = 2000
 """Embedding distillation without spec.compression.distillation.steps: epochs over the text, capped here."""
 MONITOR_SENTENCES = 64
 """Training sentences set aside (not trained on) for the progress lines' cosine."""
-CLASSIFIER_METRICS = ("accuracy", "agreement")
 
 
 def log(msg: str) -> None:
     print(f"lms compress: {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Workload:
-    """Everything the gate and the benchmark feed to a model."""
-
-    eval_feeds: list[ev.Feed]
-    labels: np.ndarray | None
-    calib_feeds: list[ev.Feed]
-    timing_feed: ev.Feed
-    example: dict[str, Any]
-    train_text: list[str] = field(default_factory=list)
-    tabular: datasets.TabularData | None = None
-    tokenizer: Any = None
-    source: str = ""
-    data_info: dict[str, Any] = field(default_factory=dict)
-    eval_sha256: str | None = None
-    checkpoints: Path | None = None
-    train_device: str = "cpu"
 
 
 @dataclass
@@ -75,81 +54,6 @@ class Stopwatch:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-
-def check_metric(task: str, metric: str) -> None:
-    allowed = TEXT_METRICS.get(task, CLASSIFIER_METRICS)
-    if metric not in allowed:
-        raise InputError(f"spec.compression.qualityGate.metric: {metric!r} does not apply to task {task} (use {', '.join(allowed)})")
-
-
-def text_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> Workload:
-    """Tokenized held-out, calibration and timing feeds from the text corpus."""
-    import torch
-    import transformers
-
-    comp = lms.spec.compression
-    seq = lms.spec.serving.sequence_length
-    text = datasets.text_data(comp.data, base_dir, comp.quality_gate.samples)
-    tok = transformers.AutoTokenizer.from_pretrained(str(src.tokenizer_dir), local_files_only=True)
-
-    def feeds(sentences: list[str], batch: int, pad: Any = True) -> list[ev.Feed]:
-        out = []
-        for i in range(0, len(sentences), batch):
-            enc = tok(sentences[i:i + batch], padding=pad, truncation=True, max_length=seq, return_tensors="np")
-            out.append({"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})
-        return out
-
-    held = text.heldout
-    labels = text_labels(src, text.heldout_labels) if comp.quality_gate.metric == "accuracy" else None
-    timing_sents = (text.train * (TIMING_BATCH // max(1, len(text.train)) + 1))[:TIMING_BATCH]
-    timing = feeds(timing_sents, TIMING_BATCH, "max_length")[0]
-    ex = feeds(text.train[:2], 2)[0]
-    return Workload(eval_feeds=feeds(held, 32), labels=labels,
-                    calib_feeds=feeds(text.calibration[: comp.quantization.calibration_samples], 8),
-                    timing_feed=timing, example={k: torch.from_numpy(v) for k, v in ex.items()},
-                    train_text=text.train, tokenizer=tok, source=text.source, data_info=text.info,
-                    eval_sha256=text.info["evaluation"].get("sha256"))
-
-
-def text_labels(src: SourceModel, raw: list[Any] | None) -> np.ndarray:
-    """Evaluation labels as class indices: integers, or names from the model's label2id."""
-    where = "spec.compression.data.evaluation.labelField"
-    if raw is None:
-        raise InputError("spec.compression.qualityGate.metric: accuracy needs labelled evaluation data "
-                         "(data.evaluation with format jsonl and labelField); use agreement otherwise")
-    names = {str(k): int(v) for k, v in (getattr(getattr(src.module, "config", None), "label2id", None) or {}).items()}
-    out = []
-    for i, label in enumerate(raw, start=1):
-        if isinstance(label, int) and not isinstance(label, bool):
-            out.append(label)
-        elif isinstance(label, str) and label in names:
-            out.append(names[label])
-        else:
-            raise datasets.DataError(f"{where}: sample {i}: label {label!r} is neither a class index nor one of "
-                                     f"{', '.join(sorted(names)) or 'the model labels'}")
-    return np.asarray(out, dtype=np.int64)
-
-
-def tabular_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> Workload:
-    """Held-out rows with labels, calibration and timing batches."""
-    import torch
-
-    comp = lms.spec.compression
-    dist = comp.distillation
-    tab = datasets.tabular_data(comp.data.distillation.uri if comp.data.distillation else None, src.path, base_dir)
-    n_in = src.meta.get("in_features")
-    if n_in is not None and tab.x_test.shape[1] != n_in:
-        raise InputError(f"spec.compression.distillation.dataset: {tab.source} has {tab.x_test.shape[1]} features, the model takes {n_in}")
-    n = comp.quality_gate.samples
-    x, y = tab.x_test[:n], tab.y_test[:n]
-    cal = tab.x_train[: comp.quantization.calibration_samples]
-    reps = TIMING_BATCH // len(tab.x_test) + 1
-    timing = np.concatenate([tab.x_test] * reps)[:TIMING_BATCH]
-    return Workload(eval_feeds=[{"input": x[i:i + 64]} for i in range(0, len(x), 64)], labels=y,
-                    calib_feeds=[{"input": cal[i:i + 16]} for i in range(0, len(cal), 16)],
-                    timing_feed={"input": timing}, example={"input": torch.from_numpy(tab.x_train[:2])},
-                    tabular=tab, source=tab.source)
 
 
 def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec_dir: Path | None) -> tuple[Any, dict[str, Any]]:
@@ -397,79 +301,19 @@ def discard_version(final: Path) -> None:
 
 
 def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: Path, sw: Stopwatch, key: str, final: Path,
-                 rel: str, device: str, root: Path, spec_dir: Path | None) -> dict[str, Any]:
-    from tqdm import tqdm
+                 rel: str, device: str, root: Path, spec_dir: Path | None) -> CompressionSummary:
+    """Bases -> quantized candidates -> gate and timing -> the fastest passing one, published."""
+    from lms_operator.compression.export import onnx_bytes
 
-    from lms_operator.compression import quantize as q
-    from lms_operator.compression.export import export_module, onnx_bytes
-    from lms_operator.modelrepo.config import build_model_config, render_config
-
-    comp = lms.spec.compression
-    gate = comp.quality_gate
-    details: dict[str, Any] = {}
-    base_fp32: dict[str, Path] = {}
-    with sw.stage("export"):
-        if src.onnx_path is not None:
-            base_fp32["original"] = src.onnx_path
-        else:
-            base_fp32["original"] = export_module(src.module, src.task, tmp / "original" / "model.onnx", work.example)
-    baseline_path = base_fp32["original"]
+    gate = lms.spec.compression.quality_gate
+    base_fp32, wanted, details = build_bases(lms, src, work, tmp, sw, spec_dir)
     with sw.stage("reference"):
-        base_sess = ev.session(baseline_path, device)
+        base_sess = ev.session(base_fp32["original"], device)
         reference = ev.run_feeds(base_sess, work.eval_feeds)
-    teacher_score = ev.score(gate.metric, reference, reference, work.labels)
-    wanted = search.bases(comp.pruning is not None, comp.distillation is not None, comp.variant_search)
-    modules: dict[str, Any] = {}
-    if any("distilled" in b for b in wanted):
-        with sw.stage("distill"):
-            modules["distilled"], details["distillation"] = build_student(src, lms, work, spec_dir)
-    for b in wanted:
-        if "pruned" in b:
-            with sw.stage("prune"):
-                start = modules["distilled"] if b.startswith("distilled") else src.module
-                modules[b], details["pruning"] = apply_pruning(start, lms, src, work)
-    with sw.stage("export"):
-        for b in wanted:
-            if b != "original":
-                base_fp32[b] = export_module(modules[b], src.task, tmp / b.replace("+", "-") / "model.onnx", work.example)
-    quants = search.quant_variants(comp.quantization.mode, comp.quantization.per_channel, comp.variant_search)
-    candidates: list[search.Candidate] = []
-    jobs = [(b, qv) for b in wanted for qv in quants]
-    with sw.stage("quantize"):
-        pre: dict[str, Path] = {}
-        for b, qv in tqdm(jobs, desc="variants", unit="variant", file=sys.stderr):
-            name = qv if b == "original" else f"{b}+{qv}"
-            cand = search.Candidate(variant=name, base=b, quantization=qv)
-            try:
-                if b not in pre:
-                    pre[b] = q.preprocess(base_fp32[b], base_fp32[b].with_name("pre.onnx"))
-                out = quantize_variant(base_fp32[b], pre[b], qv, base_fp32[b].with_name(f"{qv}.onnx"), work)
-                cand.path = str(out)
-                cand.compressed_bytes = onnx_bytes(out)
-            except Exception as exc:  # a variant that cannot be built is reported, not fatal
-                cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-            candidates.append(cand)
-    sessions = []
-    with sw.stage("evaluate"):
-        for cand in candidates:
-            if cand.error:
-                continue
-            try:
-                s = ev.session(Path(cand.path), device)
-                cand.score = ev.score(gate.metric, ev.run_feeds(s, work.eval_feeds), reference, work.labels)
-                cand.passed = cand.score >= gate.min
-                sessions.append((cand, s))
-            except Exception as exc:
-                cand.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-    with sw.stage("benchmark"):
-        lat, timing_rounds = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
-        baseline_ms = lat[0]
-        for (cand, _), ms in zip(sessions, lat[1:]):
-            cand.latency_ms = ms
-    original_bytes = onnx_bytes(baseline_path)
-    rows = [c.row(original_bytes, baseline_ms) for c in candidates]
+    candidates = build_candidates(lms, base_fp32, wanted, work, sw)
+    baseline_ms, timing_rounds = score_candidates(candidates, base_sess, reference, work, gate, device, sw)
+    original_bytes = onnx_bytes(base_fp32["original"])
     chosen = search.select(candidates)
-    providers = ev.providers(device)
     base = CompressionSummary(version=key, model=lms.name, path=rel, original_bytes=original_bytes,
                               format_version=FORMAT_VERSION, source_revision=src.meta.get("revision"))
     if chosen is None:
@@ -485,33 +329,132 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             quality=Quality(gate.metric, None if best is None else round(best.score, 5), gate.min, False,
                             samples=int(reference.shape[0]), data_sha256=work.eval_sha256),
             note=variant_note(best, details) if best else None))
+    teacher_score = ev.score(gate.metric, reference, reference, work.labels)
+    summary = replace(
+        base, variant=chosen.variant, compressed_bytes=chosen.compressed_bytes,
+        size_ratio=round(original_bytes / chosen.compressed_bytes, 3),
+        latency_ms=Latency(round(baseline_ms, 3), round(chosen.latency_ms, 3)),
+        speedup=round(baseline_ms / chosen.latency_ms, 3),
+        quality=Quality(gate.metric, round(chosen.score, 5), gate.min, True, round(teacher_score, 5),
+                        int(reference.shape[0]), work.eval_sha256),
+        sha256=file_sha256(Path(chosen.path)), note=variant_note(chosen, details))
+    report = {**summary.to_dict(), "task": src.task, "source": lms.spec.model.uri,
+              "candidates": [c.row(original_bytes, baseline_ms) for c in candidates], "timings": sw.timings,
+              "benchmark": benchmark_conditions(work, device, lms.spec.serving.device, timing_rounds),
+              "data": work.data_info or work.source, **details}
+    if work.tabular is not None:
+        report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
     with sw.stage("publish"):
-        ins, outs = io_specs(src.task, reference, src.meta.get("in_features") or (work.tabular.x_test.shape[1] if work.tabular else None))
-        config_text = render_config(build_model_config(lms.name, ins, outs, lms.spec.serving))
-        digest = file_sha256(Path(chosen.path))
-        summary = replace(
-            base, variant=chosen.variant, compressed_bytes=chosen.compressed_bytes,
-            size_ratio=round(original_bytes / chosen.compressed_bytes, 3),
-            latency_ms=Latency(round(baseline_ms, 3), round(chosen.latency_ms, 3)),
-            speedup=round(baseline_ms / chosen.latency_ms, 3),
-            quality=Quality(gate.metric, round(chosen.score, 5), gate.min, True, round(teacher_score, 5),
-                            int(reference.shape[0]), work.eval_sha256),
-            sha256=digest, note=variant_note(chosen, details))
-        report = {
-            **summary.to_dict(), "task": src.task, "source": lms.spec.model.uri,
-            "candidates": rows, "timings": sw.timings,
-            "benchmark": {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
-                          "providers": providers, "device_class": lms.spec.serving.device,
-                          "statistic": f"best of {timing_rounds} interleaved runs after 2 warm-ups"},
-            "data": work.data_info or work.source, **details,
-        }
-        if device == "gpu" and "CUDAExecutionProvider" not in providers:
-            report["benchmark"]["note"] = "no CUDA execution provider here: latencies were measured on the CPU"
-        if work.tabular is not None:
-            report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
-        toks = tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else []
-        publish_version(root, final, lms.name, Path(chosen.path), toks, config_text, report,
-                        text_models(lms.name, src.task, outs[0], lms.spec.serving, toks, src.path))
-    verify_published(final, lms.name, digest)
-    log(f"published {chosen.variant} to {final} ({summary.size_ratio}x smaller, {summary.speedup}x faster, {gate.metric} {chosen.score:.4f})")
+        publish_chosen(lms, src, work, Path(chosen.path), reference, report, root, final)
+    verify_published(final, lms.name, summary.sha256)
+    log(f"published {chosen.variant} to {final} ({summary.size_ratio}x smaller, {summary.speedup}x faster, "
+        f"{gate.metric} {chosen.score:.4f})")
     return summary
+
+
+def build_bases(lms: LargeModelService, src: SourceModel, work: Workload, tmp: Path, sw: Stopwatch,
+                spec_dir: Path | None) -> tuple[dict[str, Path], list[str], dict[str, Any]]:
+    """(fp32 ONNX model by base, the bases the variants start from, what made them). The original is
+    always there: it is the baseline every variant is scored and timed against."""
+    from lms_operator.compression.export import export_module
+
+    comp = lms.spec.compression
+    details: dict[str, Any] = {}
+    base_fp32: dict[str, Path] = {}
+    with sw.stage("export"):
+        base_fp32["original"] = src.onnx_path if src.onnx_path is not None else \
+            export_module(src.module, src.task, tmp / "original" / "model.onnx", work.example)
+    wanted = search.bases(comp.pruning is not None, comp.distillation is not None, comp.variant_search)
+    modules: dict[str, Any] = {}
+    if any("distilled" in b for b in wanted):
+        with sw.stage("distill"):
+            modules["distilled"], details["distillation"] = build_student(src, lms, work, spec_dir)
+    for b in wanted:
+        if "pruned" in b:
+            with sw.stage("prune"):
+                start = modules["distilled"] if b.startswith("distilled") else src.module
+                modules[b], details["pruning"] = apply_pruning(start, lms, src, work)
+    with sw.stage("export"):
+        for b in wanted:
+            if b != "original":
+                base_fp32[b] = export_module(modules[b], src.task, tmp / b.replace("+", "-") / "model.onnx", work.example)
+    return base_fp32, wanted, details
+
+
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+
+
+def build_candidates(lms: LargeModelService, base_fp32: dict[str, Path], wanted: list[str], work: Workload,
+                     sw: Stopwatch) -> list[search.Candidate]:
+    """Every base times every quantization the spec asks for; one that cannot be built is kept with its error."""
+    from tqdm import tqdm
+
+    from lms_operator.compression import quantize as q
+    from lms_operator.compression.export import onnx_bytes
+
+    comp = lms.spec.compression
+    quants = search.quant_variants(comp.quantization.mode, comp.quantization.per_channel, comp.variant_search)
+    candidates: list[search.Candidate] = []
+    with sw.stage("quantize"):
+        pre: dict[str, Path] = {}
+        for b, qv in tqdm([(b, qv) for b in wanted for qv in quants], desc="variants", unit="variant",
+                          file=sys.stderr):
+            cand = search.Candidate(variant=qv if b == "original" else f"{b}+{qv}", base=b, quantization=qv)
+            try:
+                if b not in pre:
+                    pre[b] = q.preprocess(base_fp32[b], base_fp32[b].with_name("pre.onnx"))
+                out = quantize_variant(base_fp32[b], pre[b], qv, base_fp32[b].with_name(f"{qv}.onnx"), work)
+                cand.path = str(out)
+                cand.compressed_bytes = onnx_bytes(out)
+            except Exception as exc:  # a variant that cannot be built is reported, not fatal
+                cand.error = _first_line(exc)
+            candidates.append(cand)
+    return candidates
+
+
+def score_candidates(candidates: list[search.Candidate], base_sess: Any, reference: np.ndarray, work: Workload,
+                     gate: Any, device: str, sw: Stopwatch) -> tuple[float, int]:
+    """The gate's score of every candidate, then all of them timed together with the baseline;
+    (baseline latency in ms, timing rounds)."""
+    sessions = []
+    with sw.stage("evaluate"):
+        for cand in candidates:
+            if cand.error:
+                continue
+            try:
+                s = ev.session(Path(cand.path), device)
+                cand.score = ev.score(gate.metric, ev.run_feeds(s, work.eval_feeds), reference, work.labels)
+                cand.passed = cand.score >= gate.min
+                sessions.append((cand, s))
+            except Exception as exc:
+                cand.error = _first_line(exc)
+    with sw.stage("benchmark"):
+        lat, timing_rounds = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
+        for (cand, _), ms in zip(sessions, lat[1:]):
+            cand.latency_ms = ms
+    return lat[0], timing_rounds
+
+
+def benchmark_conditions(work: Workload, device: str, device_class: str, timing_rounds: int) -> dict[str, Any]:
+    """How the latencies in the report were measured."""
+    providers = ev.providers(device)
+    out: dict[str, Any] = {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
+                           "providers": providers, "device_class": device_class,
+                           "statistic": f"best of {timing_rounds} interleaved runs after 2 warm-ups"}
+    if device == "gpu" and "CUDAExecutionProvider" not in providers:
+        out["note"] = "no CUDA execution provider here: latencies were measured on the CPU"
+    return out
+
+
+def publish_chosen(lms: LargeModelService, src: SourceModel, work: Workload, model: Path, reference: np.ndarray,
+                   report: dict[str, Any], root: Path, final: Path) -> None:
+    """The chosen model with its config, tokenizer, text models and report, published atomically."""
+    from lms_operator.modelrepo.config import build_model_config, render_config
+
+    n_in = src.meta.get("in_features") or (work.tabular.x_test.shape[1] if work.tabular else None)
+    ins, outs = io_specs(src.task, reference, n_in)
+    config_text = render_config(build_model_config(lms.name, ins, outs, lms.spec.serving))
+    toks = tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else []
+    publish_version(root, final, lms.name, model, toks, config_text, report,
+                    text_models(lms.name, src.task, outs[0], lms.spec.serving, toks, src.path))
