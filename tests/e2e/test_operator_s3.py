@@ -150,3 +150,39 @@ def test_four_versions_keep_three_in_the_bucket_and_never_the_serving_one(
     assert serving == keys[3] and serving in found
     data = s3.get_bytes(cli, "lms", resource.child(serving, MANIFEST_FILE).key)
     assert data is not None and parse_manifest(data, serving).files
+
+
+def test_what_a_killed_upload_left_never_counts_and_the_next_job_replaces_it(
+        cluster: Cluster, k8s: K8s, kubectl: Kubectl, namespace: str, operator: Operator,
+        digits_teacher: Path) -> None:
+    """A Job killed mid-upload leaves files and no manifest under the version's prefix. That is
+    never a cache hit and never served: the next Job clears it and publishes the whole version."""
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.api.version import version_key
+    from lms_operator.storage.repository import counted_version, verify_digests
+
+    if cluster.s3 is None:
+        pytest.skip("no S3 server for a cluster given by KUBECONFIG")
+    cli = s3.client(environ=cluster.s3)
+    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
+            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
+    run = uuid.uuid4().hex[:8]
+    manifest = digits("digits", digits_teacher)
+    manifest["spec"]["repository"] = {"uri": f"s3://lms/killed-{run}", "secretRef": {"name": "lms-s3"}}
+    placed = copy.deepcopy(manifest)
+    placed["metadata"]["namespace"] = namespace
+    key = version_key(parse_spec(placed))
+    version = S3Location("lms", f"killed-{run}/{namespace}/digits/{key}")
+    s3.put_bytes(cli, "lms", version.child("digits", "1", "model.onnx").key, b"the first half of a model")
+    s3.put_bytes(cli, "lms", version.child("digits", "1", "stale.bin").key, b"left by the killed attempt")
+    assert counted_version(cli, version, key)[0] is None
+
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_json(manifest))
+    status = wait_phase(k8s, namespace, "digits", {"Ready"}, COMPRESS_TIMEOUT, operator)
+    assert status["modelVersion"] == key
+    assert condition(status, "Compressed")["reason"] == "Published"  # compressed again, not a cache hit
+    found, why = counted_version(cli, version, key)
+    assert found is not None, why
+    verify_digests(cli, version, found)  # every file is the one its manifest lists
+    names = {o.key[len(version.prefix):].lstrip("/") for o in s3.list_objects(cli, version)}
+    assert "digits/1/stale.bin" not in names and "digits/1/model.onnx" in names, sorted(names)
