@@ -49,7 +49,7 @@ def write_spec(path: Path, name: str, spec: dict[str, Any]) -> Path:
 
 def digits_spec(uri: str, **compression: Any) -> dict[str, Any]:
     comp = {"quantization": {"mode": "dynamic", "perChannel": True}, "qualityGate": {"metric": "accuracy", "min": 0.9},
-            "variantSearch": False, **compression}
+            "variantSearch": {"enabled": False}, **compression}
     return {"model": {"uri": uri, "format": "torchscript", "task": "tabular-classification"}, "compression": comp,
             "serving": {"device": "cpu", "maxBatchSize": 64}, "repository": {"pvc": "models"}}
 
@@ -86,6 +86,9 @@ def test_minilm_published_repository_is_complete(minilm: dict[str, Any]) -> None
     # per-tensor int8 is the faster variant but misses the 0.99 gate; the search must not pick it
     by = {c["variant"]: c for c in report["candidates"]}
     assert by["int8-per-tensor"]["passed"] is False and s["variant"] == "int8-per-channel"
+    # the one-line view status shows: every candidate, the published one starred
+    assert s["objective"] == "latency" and "*int8-per-channel" in s["variants"]
+    assert "int8-per-tensor" in s["variants"] and "fails" in s["variants"]
 
 
 def test_minilm_targets_and_quality_recomputed(minilm: dict[str, Any]) -> None:

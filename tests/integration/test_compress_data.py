@@ -60,7 +60,7 @@ def test_evaluation_data_drives_the_gate_and_every_text_technique_runs(tmp_path:
         "distillation": {"studentLayers": 4, "steps": 2},
         "quantization": {"mode": "dynamic", "perChannel": True},
         "qualityGate": {"metric": "similarity", "min": 0.3},
-        "variantSearch": False}))
+        "variantSearch": {"enabled": False}}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     q = s["quality"]
     assert q["metric"] == "similarity" and q["samples"] == 16 and q["passed"] and 0.3 <= q["score"] <= 1.0
@@ -83,7 +83,7 @@ def test_similarity_gate_fails_for_its_stated_reason(tmp_path: Path) -> None:
     proc, s = compress(tmp_path, "strict", minilm({
         "data": {"evaluation": {"uri": f"file://{tmp_path / 'eval.jsonl'}", "format": "jsonl", "field": "sentence"}},
         "quantization": {"mode": "dynamic", "perChannel": False},
-        "qualityGate": {"metric": "similarity", "min": 0.99999}, "variantSearch": False}))
+        "qualityGate": {"metric": "similarity", "min": 0.99999}, "variantSearch": {"enabled": False}}))
     assert proc.returncode == 3
     assert "quality gate failed: best similarity" in s["error"] and "< 0.99999" in s["error"]
     assert s["quality"]["samples"] == 16 and s["quality"]["passed"] is False
@@ -111,7 +111,7 @@ def test_magnitude_pruning_says_it_gains_no_latency(tmp_path: Path) -> None:
         "compression": {"pruning": {"method": "magnitude", "sparsity": 0.3},
                         "data": {"distillation": {"uri": "sklearn:digits"}},
                         "quantization": {"mode": "none"}, "qualityGate": {"metric": "accuracy", "min": 0.8},
-                        "variantSearch": False},
+                        "variantSearch": {"enabled": False}},
         "serving": {"maxBatchSize": 64}, "repository": {"pvc": "models"}})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert s["variant"] == "pruned+fp32" and "latency does not improve" in s["note"] and "30%" in s["note"]

@@ -34,7 +34,7 @@ def write_spec(path: Path, name: str = "digits") -> Path:
     doc = {"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService", "metadata": {"name": name},
            "spec": {"model": {"uri": f"file://{TEACHER}", "format": "torchscript", "task": "tabular-classification"},
                     "compression": {"quantization": {"mode": "none"}, "qualityGate": {"metric": "accuracy", "min": 0.9},
-                                    "variantSearch": False},
+                                    "variantSearch": {"enabled": False}},
                     "serving": {"device": "cpu", "resources": {"cpu": "1"}, "maxBatchSize": 64}}}
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -104,7 +104,7 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     classifier = build_classifier(work / "classifier")
     serving = {"device": "cpu", "resources": {"cpu": "2", "memory": "4Gi"}, "maxBatchSize": 32,
                "dynamicBatching": {"maxQueueDelayMicroseconds": 20000}}
-    quick = {"quantization": {"mode": "none"}, "variantSearch": False}
+    quick = {"quantization": {"mode": "none"}, "variantSearch": {"enabled": False}}
     root = work / "repo"
     return {
         EMBEDDER: compress(root, work, EMBEDDER, {

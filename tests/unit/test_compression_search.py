@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from lms_operator.compression.search import Candidate, bases, best_failed, quant_variants, select
+from lms_operator.compression.search import (SUMMARY_LIMIT, Candidate, bases, best_failed, quant_variants, select,
+                                             summary_line)
 
 
 def cand(name: str, ms: float, size: int, score: float, passed: bool, error: str | None = None) -> Candidate:
@@ -15,6 +16,23 @@ def test_fastest_passing_candidate_wins() -> None:
     cs = [cand("int8-per-tensor", 150, 22, 0.968, False), cand("int8-per-channel", 170, 23, 0.992, True),
           cand("distilled+int8", 90, 15, 0.93, False), cand("pruned+int8", 160, 20, 0.991, True)]
     assert select(cs).variant == "pruned+int8"  # type: ignore[union-attr]
+
+
+def test_the_size_objective_picks_the_smallest_passing_candidate() -> None:
+    cs = [cand("int8", 100, 23, 0.992, True), cand("pruned+int8", 160, 20, 0.991, True),
+          cand("distilled+int8", 90, 15, 0.93, False)]
+    assert select(cs, "latency").variant == "int8"  # type: ignore[union-attr]
+    assert select(cs, "size").variant == "pruned+int8"  # type: ignore[union-attr]
+
+
+def test_the_status_line_names_every_candidate_and_stars_the_published_one() -> None:
+    cs = [cand("int8-per-tensor", 150, 25, 0.968, False), cand("int8-per-channel", 170, 25, 0.99213, True),
+          cand("qdq", 1, 1, 1.0, False, error="boom")]
+    line = summary_line(cs, original_bytes=100, baseline_ms=300.0, chosen=cs[1])
+    assert line == ("int8-per-tensor 4.0x smaller 2.0x faster fails 0.9680; "
+                    "*int8-per-channel 4.0x smaller 1.765x faster 0.9921; qdq not built")
+    many = [cand(f"variant-{i}", 100, 10, 0.99, True) for i in range(40)]
+    assert len(summary_line(many, 100, 300.0, None)) == SUMMARY_LIMIT
 
 
 def test_ties_go_to_smaller_file_and_errors_never_win() -> None:

@@ -36,6 +36,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("no spec", {k: v for k, v in BASE.items() if k != "spec"}, "spec", "is required"),
     ("no model", {**BASE, "spec": {}}, "spec.model", "is required"),
     ("no uri", with_spec(model={"format": "onnx"}), "spec.model.uri", "is required"),
+    ("unknown objective", with_spec(model={"uri": "hf://org/model"}, compression={"variantSearch": {"objective": "speed"}}),
+     "spec.compression.variantSearch.objective", "latency"),
     ("bad scheme", with_spec(model={"uri": "http://x/y"}), "spec.model.uri", "must match"),
     ("uri too long", with_spec(model={"uri": "hf://" + "a" * 2050}), "spec.model.uri", "at most 2048"),
     ("bad format", with_spec(model={"uri": "hf://a/b", "format": "pickle"}), "spec.model.format", "one of"),

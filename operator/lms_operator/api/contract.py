@@ -123,6 +123,10 @@ class CompressionSummary:
     """A storage verdict (STORAGE_REASONS) that becomes the Failed condition's reason."""
     note: str | None = None
     """What the chosen variant does not gain, said plainly (unstructured pruning: file size, not latency)."""
+    objective: str | None = None
+    """What the variant search optimised among the passing variants: latency or size."""
+    variants: str | None = None
+    """Every candidate in one short line (size, speed, score; the published one starred)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSummary:
@@ -134,7 +138,7 @@ class CompressionSummary:
         for name in ("size_ratio", "speedup"):
             values[name] = _num(values.get(name))
         for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error",
-                     "reason", "note"):
+                     "reason", "note", "objective", "variants"):
             values[name] = values[name] if isinstance(values.get(name), str) else None
         values["cache_hit"] = data.get("cache_hit") is True
         lat = data.get("latency_ms") if isinstance(data.get("latency_ms"), dict) else {}
@@ -197,6 +201,8 @@ class CompressionSummary:
             "samples": self.quality.samples,
             "dataSha256": self.quality.data_sha256,
             "note": self.note,
+            "objective": self.objective,
+            "variants": self.variants,
         }
         return {k: v for k, v in out.items() if v is not None}
 

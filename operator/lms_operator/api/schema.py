@@ -222,7 +222,12 @@ COMPRESSION = obj({
     "quantization": QUANTIZATION,
     "distillation": DISTILLATION,
     "qualityGate": QUALITY_GATE,
-    "variantSearch": boolean("Try every allowed variant and keep the fastest that passes the gate.", default=True),
+    "variantSearch": obj({
+        "enabled": boolean("Try every allowed variant (each base with each quantization), not only the one the "
+                           "spec names.", default=True),
+        "objective": string("Among the variants that pass the gate: the fastest (latency) or the smallest (size).",
+                            enum=["latency", "size"], default="latency"),
+    }, "Which variants are built and which one is published.", default={}),
     "data": DATA,
     "resources": obj({
         "gpu": integer("nvidia.com/gpu for the compression Job (placed on serving.nodePool like serving); "

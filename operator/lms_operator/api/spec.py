@@ -95,6 +95,7 @@ class CompressionSpec:
     quality_gate: QualityGateSpec
     variant_search: bool
     data: DataSpec = DataSpec()
+    objective: str = "latency"
     gpu: int = 0
 
 
@@ -273,7 +274,8 @@ def _build(d: dict[str, Any]) -> Spec:
                 distillation["seed"], distillation.get("steps")) if distillation is not None else None,
             quality_gate=QualityGateSpec(comp["qualityGate"]["metric"], comp["qualityGate"]["min"],
                                          comp["qualityGate"]["samples"]),
-            variant_search=comp["variantSearch"],
+            variant_search=comp["variantSearch"]["enabled"],
+            objective=comp["variantSearch"]["objective"],
             data=_data(comp),
             gpu=comp["resources"]["gpu"],
         ),

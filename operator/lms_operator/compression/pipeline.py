@@ -313,9 +313,12 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     candidates = build_candidates(lms, base_fp32, wanted, work, sw)
     baseline_ms, timing_rounds = score_candidates(candidates, base_sess, reference, work, gate, device, sw)
     original_bytes = onnx_bytes(base_fp32["original"])
-    chosen = search.select(candidates)
+    objective = lms.spec.compression.objective
+    chosen = search.select(candidates, objective)
     base = CompressionSummary(version=key, model=lms.name, path=rel, original_bytes=original_bytes,
-                              format_version=FORMAT_VERSION, source_revision=src.meta.get("revision"))
+                              format_version=FORMAT_VERSION, source_revision=src.meta.get("revision"),
+                              objective=objective,
+                              variants=search.summary_line(candidates, original_bytes, baseline_ms, chosen))
     if chosen is None:
         best = search.best_failed(candidates)
         msg = (f"quality gate failed: best {gate.metric} {best.score:.4f} ({best.variant}) < {gate.min}" if best

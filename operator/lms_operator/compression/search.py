@@ -53,12 +53,36 @@ def bases(pruning: bool, distillation: bool, search: bool) -> list[str]:
     return ["original"] + (["pruned"] if pruning else []) + (["distilled"] if distillation else [])
 
 
-def select(candidates: list[Candidate]) -> Candidate | None:
-    """Fastest candidate that passed the gate; ties go to the smaller file, then the better score."""
+def select(candidates: list[Candidate], objective: str = "latency") -> Candidate | None:
+    """The passing candidate that best meets the objective: the fastest (ties: smaller, then better
+    score) or the smallest (ties: faster, then better score)."""
     ok = [c for c in candidates if c.passed and c.error is None]
     if not ok:
         return None
+    if objective == "size":
+        return min(ok, key=lambda c: (c.compressed_bytes, c.latency_ms, -c.score))
     return min(ok, key=lambda c: (c.latency_ms, c.compressed_bytes, -c.score))
+
+
+SUMMARY_LIMIT = 600
+"""status.compression.candidates stays short enough for `kubectl describe`."""
+
+
+def summary_line(candidates: list[Candidate], original_bytes: int, baseline_ms: float, chosen: Candidate | None) -> str:
+    """One line over every candidate: '*int8-per-channel 3.9x smaller 1.71x faster 0.9921; int8-per-tensor ...
+    fails 0.9680' (the published one starred); cut at SUMMARY_LIMIT characters."""
+    parts = []
+    for c in candidates:
+        if c.error:
+            parts.append(f"{c.variant} not built")
+            continue
+        row = c.row(original_bytes, baseline_ms)
+        size = f" {row['size_ratio']}x smaller" if row["size_ratio"] else ""
+        speed = f" {row['speedup']}x faster" if row["speedup"] else ""
+        score = "" if row["score"] is None else f" {row['score']:.4f}"
+        parts.append(f"{'*' if c is chosen else ''}{c.variant}{size}{speed}{' fails' if not c.passed else ''}{score}")
+    line = "; ".join(parts)
+    return line if len(line) <= SUMMARY_LIMIT else line[:SUMMARY_LIMIT - 3] + "..."
 
 
 def best_failed(candidates: list[Candidate]) -> Candidate | None:
