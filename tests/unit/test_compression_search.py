@@ -64,3 +64,19 @@ def test_row_ratios_against_baseline() -> None:
     failed = Candidate(variant="x", base="original", quantization="x", error="bad").row(100, 300.0)
     assert failed["speedup"] is None and failed["score"] is None and failed["error"] == "bad"
     assert math.isinf(Candidate(variant="x", base="b", quantization="q").latency_ms)
+
+
+def test_a_speedup_measured_on_a_busy_node_is_said_to_be_one() -> None:
+    """Best-of-rounds 3.11x against a median of 1.50x (two Jobs side by side): the note says so."""
+    from lms_operator.compression.pipeline import variant_note
+
+    busy = cand("int8-per-channel", 100.0, 23, 0.992, True)
+    busy.extra["speedup_median"] = 1.5
+    note = variant_note(busy, {}, baseline_ms=311.0)
+    assert note is not None and "3.11x best-of-rounds, 1.50x median" in note
+    quiet = cand("int8-per-channel", 100.0, 23, 0.992, True)
+    quiet.extra["speedup_median"] = 2.9
+    assert variant_note(quiet, {}, baseline_ms=311.0) is None
+    pruned = Candidate(variant="pruned+int8", base="pruned", quantization="int8", latency_ms=100.0,
+                       extra={"speedup_median": 3.0})
+    assert variant_note(pruned, {"pruning": {"note": "no latency gain"}}, 311.0) == "no latency gain"

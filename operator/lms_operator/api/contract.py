@@ -110,6 +110,8 @@ class CompressionSummary:
     size_ratio: float | None = None
     latency_ms: Latency = field(default_factory=Latency)
     speedup: float | None = None
+    speedup_median: float | None = None
+    """The same ratio from the median round: far from `speedup`, the node was busy while timing."""
     quality: Quality = field(default_factory=Quality)
     sha256: str | None = None
     cache_hit: bool = False
@@ -135,7 +137,7 @@ class CompressionSummary:
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         for name in ("original_bytes", "compressed_bytes", "format_version"):
             values[name] = _int(values.get(name))
-        for name in ("size_ratio", "speedup"):
+        for name in ("size_ratio", "speedup", "speedup_median"):
             values[name] = _num(values.get(name))
         for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error",
                      "reason", "note", "objective", "variants"):
@@ -191,6 +193,7 @@ class CompressionSummary:
             "latencyMs": _round(self.latency_ms.compressed),
             "baselineLatencyMs": _round(self.latency_ms.baseline),
             "speedup": _round(self.speedup),
+            "speedupMedian": _round(self.speedup_median),
             "metric": self.quality.metric,
             "score": _round(self.quality.score, 4),
             "threshold": self.quality.threshold,

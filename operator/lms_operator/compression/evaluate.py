@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -127,11 +128,12 @@ def score(metric: str, out: np.ndarray, ref: np.ndarray, labels: np.ndarray | No
 
 
 def time_sessions(sessions: Sequence, feed: Feed, warmup: int = 2, rounds: int = 5,  # type: ignore[type-arg]
-                  budget_s: float = 1.0, max_rounds: int = 200) -> tuple[list[float], int]:
-    """Best-of-N latency in ms per session, interleaved so shared-CPU noise hits all alike.
+                  budget_s: float = 1.0, max_rounds: int = 200) -> tuple[list[float], list[float], int]:
+    """Best-of-N and median latency in ms per session, interleaved so shared-CPU noise hits all alike.
 
     N is at least `rounds`, more for fast models (up to `max_rounds` within about `budget_s`),
-    since a best-of-5 of a 50 us model is mostly timer noise. Returns (latencies, N).
+    since a best-of-5 of a 50 us model is mostly timer noise. Returns (best, median, N): the
+    median says whether the best was a lucky moment on a busy node.
     """
     per_round = 0.0
     for s in sessions:
@@ -141,10 +143,10 @@ def time_sessions(sessions: Sequence, feed: Feed, warmup: int = 2, rounds: int =
             if i == warmup - 1:
                 per_round += time.perf_counter() - t0
     n = max(rounds, min(max_rounds, int(budget_s / max(per_round, 1e-9))))
-    best = [float("inf")] * len(sessions)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(n):
         for i, s in enumerate(sessions):
             t0 = time.perf_counter()
             s.run(None, feed)
-            best[i] = min(best[i], (time.perf_counter() - t0) * 1000.0)
-    return best, n
+            times[i].append((time.perf_counter() - t0) * 1000.0)
+    return [min(t) for t in times], [statistics.median(t) for t in times], n

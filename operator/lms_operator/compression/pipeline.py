@@ -167,10 +167,23 @@ def apply_pruning(module: Any, lms: LargeModelService, src: SourceModel | None =
                "note": UNSTRUCTURED_NOTE.format(method=p.method, pct=100 * reached)}
 
 
-def variant_note(chosen: search.Candidate, details: dict[str, Any]) -> str | None:
-    """The plain statement a pruned variant owes the user (unstructured pruning gains no speed)."""
-    note = (details.get("pruning") or {}).get("note")
-    return note if note and "pruned" in chosen.base else None
+WIDE_SPREAD = 1.25
+"""Best-of-N and median speed-ups further apart than this factor: the timing is not to be trusted."""
+
+
+def variant_note(chosen: search.Candidate, details: dict[str, Any], baseline_ms: float) -> str | None:
+    """What the user must be told plainly about the chosen variant: unstructured pruning gains no
+    speed, and a speed-up whose best-of-N and median disagree was measured on a busy node."""
+    notes = []
+    pruning = (details.get("pruning") or {}).get("note")
+    if pruning and "pruned" in chosen.base:
+        notes.append(pruning)
+    best = baseline_ms / chosen.latency_ms if chosen.latency_ms > 0 else None
+    median = chosen.extra.get("speedup_median")
+    if best and median and max(best, median) / min(best, median) > WIDE_SPREAD:
+        notes.append(f"timing spread is wide (speed-up {best:.2f}x best-of-rounds, {median:.2f}x median): "
+                     "the node was busy, trust the median")
+    return "; ".join(notes) or None
 
 
 def quantize_variant(base_fp32: Path, base_pre: Path, quant: str, out: Path, work: Workload) -> Path:
@@ -331,16 +344,16 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
             speedup=round(baseline_ms / best.latency_ms, 3) if best else None,
             quality=Quality(gate.metric, None if best is None else round(best.score, 5), gate.min, False,
                             samples=int(reference.shape[0]), data_sha256=work.eval_sha256),
-            note=variant_note(best, details) if best else None))
+            note=variant_note(best, details, baseline_ms) if best else None))
     teacher_score = ev.score(gate.metric, reference, reference, work.labels)
     summary = replace(
         base, variant=chosen.variant, compressed_bytes=chosen.compressed_bytes,
         size_ratio=round(original_bytes / chosen.compressed_bytes, 3),
         latency_ms=Latency(round(baseline_ms, 3), round(chosen.latency_ms, 3)),
-        speedup=round(baseline_ms / chosen.latency_ms, 3),
+        speedup=round(baseline_ms / chosen.latency_ms, 3), speedup_median=chosen.extra.get("speedup_median"),
         quality=Quality(gate.metric, round(chosen.score, 5), gate.min, True, round(teacher_score, 5),
                         int(reference.shape[0]), work.eval_sha256),
-        sha256=file_sha256(Path(chosen.path)), note=variant_note(chosen, details))
+        sha256=file_sha256(Path(chosen.path)), note=variant_note(chosen, details, baseline_ms))
     report = {**summary.to_dict(), "task": src.task, "source": lms.spec.model.uri,
               "candidates": [c.row(original_bytes, baseline_ms) for c in candidates], "timings": sw.timings,
               "benchmark": benchmark_conditions(work, device, lms.spec.serving.device, timing_rounds),
@@ -433,9 +446,10 @@ def score_candidates(candidates: list[search.Candidate], base_sess: Any, referen
             except Exception as exc:
                 cand.error = _first_line(exc)
     with sw.stage("benchmark"):
-        lat, timing_rounds = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
-        for (cand, _), ms in zip(sessions, lat[1:]):
+        lat, median, timing_rounds = ev.time_sessions([base_sess] + [s for _, s in sessions], work.timing_feed)
+        for (cand, _), ms, med in zip(sessions, lat[1:], median[1:]):
             cand.latency_ms = ms
+            cand.extra["speedup_median"] = round(median[0] / med, 3)
     return lat[0], timing_rounds
 
 
@@ -444,7 +458,8 @@ def benchmark_conditions(work: Workload, device: str, device_class: str, timing_
     providers = ev.providers(device)
     out: dict[str, Any] = {"batch": TIMING_BATCH, "feed": {k: list(v.shape) for k, v in work.timing_feed.items()},
                            "providers": providers, "device_class": device_class,
-                           "statistic": f"best of {timing_rounds} interleaved runs after 2 warm-ups"}
+                           "statistic": f"best and median of {timing_rounds} interleaved runs after 2 warm-ups",
+                           "threads": ev.thread_limit() or f"library default ({os.cpu_count()} CPUs)"}
     if device == "gpu" and "CUDAExecutionProvider" not in providers:
         out["note"] = "no CUDA execution provider here: latencies were measured on the CPU"
     return out
