@@ -118,6 +118,20 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad metric", with_spec(autoscaling={"metric": "memory"}), "spec.autoscaling.metric", "one of"),
     ("replicas as string", with_spec(autoscaling={"maxReplicas": "3"}), "spec.autoscaling.maxReplicas",
      "must be an integer, got string"),
+    ("scale to zero on cpu", with_spec(autoscaling={"minReplicas": 0, "maxReplicas": 2}),
+     "spec.autoscaling.minReplicas", "needs metric queueLatency or inferenceRate"),
+    ("negative minReplicas", with_spec(autoscaling={"minReplicas": -1, "metric": "queueLatency"}),
+     "spec.autoscaling.minReplicas", "must be >= 0"),
+    ("window not a duration", with_spec(autoscaling={"window": "30 seconds"}), "spec.autoscaling.window",
+     "must match"),
+    ("window without unit", with_spec(autoscaling={"window": "30"}), "spec.autoscaling.window", "must match"),
+    ("polling every 0 s", with_spec(autoscaling={"pollingSeconds": 0}), "spec.autoscaling.pollingSeconds",
+     "must be >= 1"),
+    ("stabilization above an hour", with_spec(autoscaling={"scaleDownStabilizationSeconds": 3601}),
+     "spec.autoscaling.scaleDownStabilizationSeconds", "must be <= 3600"),
+    ("negative cooldown", with_spec(autoscaling={"cooldownSeconds": -5}), "spec.autoscaling.cooldownSeconds",
+     "must be >= 0"),
+    ("drain too long", with_spec(serving={"drainSeconds": 301}), "spec.serving.drainSeconds", "must be <= 300"),
     ("two repositories", with_spec(repository={"pvc": "models", "uri": "s3://lms/p"}), "spec.repository",
      "exactly one of pvc or uri"),
     ("no repository kind", with_spec(repository={}), "spec.repository", "exactly one of pvc or uri"),
@@ -152,6 +166,21 @@ def test_defaults_are_applied() -> None:
     assert lms.spec.serving.dynamic_batching.max_queue_delay_microseconds == 2000
     assert lms.spec.repository.pvc == "lms-models"
     assert lms.spec.autoscaling.min_replicas == 1
+
+
+def test_autoscaling_defaults_and_scale_to_zero() -> None:
+    auto = parse_spec(BASE).spec.autoscaling
+    assert (auto.window, auto.scale_down_stabilization_seconds, auto.cooldown_seconds, auto.polling_seconds) == \
+        ("1m", 300, 300, 15)
+    assert parse_spec(BASE).spec.serving.drain_seconds == 10
+    zero = parse_spec(with_spec(autoscaling={"minReplicas": 0, "maxReplicas": 3, "metric": "queueLatency",
+                                             "target": 50000, "window": "30s", "cooldownSeconds": 30,
+                                             "pollingSeconds": 5, "scaleDownStabilizationSeconds": 30}))
+    auto = zero.spec.autoscaling
+    assert (auto.min_replicas, auto.window, auto.cooldown_seconds, auto.polling_seconds) == (0, "30s", 30, 5)
+    assert auto.scale_down_stabilization_seconds == 30
+    for window in ("30s", "1m30s", "500ms", "2h"):
+        assert parse_spec(with_spec(autoscaling={"window": window})).spec.autoscaling.window == window
 
 
 def test_data_entries_and_the_dataset_alias() -> None:

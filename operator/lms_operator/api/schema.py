@@ -267,6 +267,8 @@ SERVING = obj({
         "preferredBatchSizes": array(integer(minimum=1, maximum=1024), max_items=8),
     }, "Triton's dynamic batcher.", default={}),
     "instances": integer("Model instances per pod.", minimum=1, maximum=16, default=1),
+    "drainSeconds": integer("A stopping Triton pod first sleeps this long (preStop), so that Services drop it "
+                            "before Triton stops taking requests; 0: no pause.", minimum=0, maximum=300, default=10),
     "progressDeadlineSeconds": integer("A rollout that makes no progress for this long is ProgressDeadlineExceeded: "
                                        "Degraded while an earlier version serves, else Failed.",
                                        minimum=10, maximum=86400, default=600),
@@ -281,16 +283,32 @@ SERVING = obj({
     rule("self.device != 'cpu' || self.resources.gpu == 0", "device cpu must not request GPUs", ".resources.gpu"),
 ])
 
+# A Prometheus duration (PromQL range), e.g. 30s, 1m, 1m30s.
+PROMETHEUS_DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+
 AUTOSCALING = obj({
-    "minReplicas": integer(minimum=1, maximum=1000, default=1),
+    "minReplicas": integer("Fewest replicas; 0 (scale to zero) needs a Triton metric and KEDA (without KEDA the "
+                           "operator keeps 1).", minimum=0, maximum=1000, default=1),
     "maxReplicas": integer(minimum=1, maximum=1000, default=1),
-    "metric": string("cpu (HPA), queueLatency (Triton queue time, µs) or inferenceRate (inferences/s per pod).",
+    "metric": string("cpu (HPA), queueLatency (Triton queue time per request, µs) or inferenceRate (inferences/s "
+                     "per pod); the Triton metrics need KEDA, without it the operator scales on CPU.",
                      enum=["cpu", "queueLatency", "inferenceRate"], default="cpu"),
     "target": integer("Target value: percent for cpu, microseconds or inferences/s otherwise.", minimum=1,
                       maximum=10_000_000, default=70),
+    "window": string("PromQL rate window the Triton metrics are averaged over (a Prometheus duration, e.g. 30s, "
+                     "1m); at least two scrape intervals.", max_length=16, pattern=PROMETHEUS_DURATION_PATTERN,
+                     default="1m"),
+    "scaleDownStabilizationSeconds": integer("Scale-down waits until the metric has asked for fewer replicas for "
+                                             "this long (HPA behavior).", minimum=0, maximum=3600, default=300),
+    "cooldownSeconds": integer("KEDA: seconds without activity before scaling to zero (cooldownPeriod).",
+                               minimum=0, maximum=86400, default=300),
+    "pollingSeconds": integer("KEDA: how often Prometheus is queried (pollingInterval).", minimum=1, maximum=3600,
+                              default=15),
 }, "Replica bounds and the metric that scales between them.", default={}, rules=[
     rule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
     rule("self.metric != 'cpu' || self.target <= 100", "a cpu target is a percentage (1-100)", ".target"),
+    rule("self.metric != 'cpu' || self.minReplicas >= 1",
+         "minReplicas 0 (scale to zero) needs metric queueLatency or inferenceRate, not cpu", ".minReplicas"),
 ])
 
 REPOSITORY = obj({

@@ -134,6 +134,7 @@ class ServingSpec:
     sequence_length: int
     text_truncation: bool = True
     progress_deadline_seconds: int = 600
+    drain_seconds: int = 10
 
     @property
     def threads(self) -> int:
@@ -147,6 +148,10 @@ class AutoscalingSpec:
     max_replicas: int
     metric: str
     target: int
+    window: str = "1m"
+    scale_down_stabilization_seconds: int = 300
+    cooldown_seconds: int = 300
+    polling_seconds: int = 15
 
 
 @dataclass(frozen=True)
@@ -295,8 +300,11 @@ def _build(d: dict[str, Any]) -> Spec:
             sequence_length=serv["sequenceLength"],
             text_truncation=serv["text"]["truncation"],
             progress_deadline_seconds=serv["progressDeadlineSeconds"],
+            drain_seconds=serv["drainSeconds"],
         ),
-        autoscaling=AutoscalingSpec(auto["minReplicas"], auto["maxReplicas"], auto["metric"], auto["target"]),
+        autoscaling=AutoscalingSpec(auto["minReplicas"], auto["maxReplicas"], auto["metric"], auto["target"],
+                                    auto["window"], auto["scaleDownStabilizationSeconds"], auto["cooldownSeconds"],
+                                    auto["pollingSeconds"]),
         repository=RepositorySpec(repo.get("pvc"), repo.get("uri"), (repo.get("secretRef") or {}).get("name"),
                                   repo["keepVersions"]),
     )
