@@ -10,7 +10,8 @@ import pytest
 from lms_operator.api.spec import parse_spec
 from lms_operator.api.version import version_key
 from lms_operator.resources import meta
-from lms_operator.resources.autoscaling import build_autoscaler
+from lms_operator.resources.autoscaling import (CPU_FALLBACK_UTILIZATION, FALLBACK_ANNOTATION, KEDA_MISSING,
+                                                build_autoscaler, plan_autoscaler, stale_autoscaler)
 from lms_operator.resources.render import all_objects
 from lms_operator.resources.settings import BuildSettings
 from tests.unit.conftest import load_example
@@ -93,6 +94,23 @@ def test_cpu_deployment() -> None:
     assert "replicas" not in deployment["spec"], "replicas belong to the autoscaler"
 
 
+def test_triton_pods_drain_before_sigterm_and_are_scrapeable() -> None:
+    deployment = objects("minilm-cpu.yaml")["Deployment"]
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8002", "prometheus.io/path": "/metrics"}
+    container = template["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 8002, "protocol": "TCP"} in container["ports"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 10}}}
+    grace = template["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= 10 + 10 and "--exit-timeout-secs=10" in container["args"]  # pause, then Triton's exit
+    long = objects("minilm-cpu.yaml", serving={"drainSeconds": 60})["Deployment"]["spec"]["template"]["spec"]
+    assert long["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == 60
+    assert long["terminationGracePeriodSeconds"] > 60 + 10
+    none = objects("minilm-cpu.yaml", serving={"drainSeconds": 0})["Deployment"]["spec"]["template"]["spec"]
+    assert "lifecycle" not in none["containers"][0] and none["terminationGracePeriodSeconds"] == 30
+
+
 def test_gpu_deployment_lands_on_gpu_pool() -> None:
     spec = pod_spec(objects("minilm-gpu.yaml")["Deployment"])
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -115,23 +133,96 @@ def test_service_ports_and_selector() -> None:
     assert set(service["spec"]["selector"].items()) <= set(deployment["spec"]["template"]["metadata"]["labels"].items())
 
 
-def test_hpa_cpu_and_pods_metrics() -> None:
+def test_hpa_on_cpu_with_the_specs_bounds_and_behavior() -> None:
     hpa = objects("minilm-cpu.yaml")["HorizontalPodAutoscaler"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
-    gpu = objects("minilm-gpu.yaml")["HorizontalPodAutoscaler"]
-    assert gpu["spec"]["metrics"][0]["pods"]["metric"]["name"] == "lms_triton_queue_latency_us"
+    assert hpa["spec"]["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 300}
+    assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert "annotations" not in hpa["metadata"]
+    short = objects("minilm-cpu.yaml", autoscaling={"maxReplicas": 3, "scaleDownStabilizationSeconds": 30})
+    assert short["HorizontalPodAutoscaler"]["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
 
 
-def test_keda_scaled_object_when_keda_present() -> None:
-    lms = parse_spec(load_example("minilm-gpu.yaml"))
-    scaled = build_autoscaler(lms, "k", BuildSettings(keda=True))
-    assert scaled["kind"] == "ScaledObject"
-    trigger = scaled["spec"]["triggers"][0]
-    assert trigger["type"] == "prometheus" and "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
-    assert scaled["spec"]["maxReplicaCount"] == 8
+def test_without_keda_a_triton_metric_falls_back_to_cpu_and_says_so() -> None:
+    manifest = load_example("minilm-gpu.yaml")
+    manifest["spec"]["autoscaling"].update(minReplicas=0, scaleDownStabilizationSeconds=45)
+    lms = parse_spec(manifest)
+    plan = plan_autoscaler(lms, BuildSettings(keda=False))
+    assert (plan.kind, plan.metric, plan.min_replicas) == ("HorizontalPodAutoscaler", "cpu", 1)
+    assert plan.fallback is not None and plan.fallback.startswith(KEDA_MISSING)
+    assert "minReplicas 1 instead of 0" in plan.fallback and not plan.scales_to_zero
+    hpa = build_autoscaler(lms, "k", BuildSettings(keda=False), OWNER)
+    assert hpa["kind"] == "HorizontalPodAutoscaler" and hpa["spec"]["minReplicas"] == 1
+    metric = hpa["spec"]["metrics"][0]
+    assert metric == {"type": "Resource", "resource": {"name": "cpu", "target": {
+        "type": "Utilization", "averageUtilization": CPU_FALLBACK_UTILIZATION}}}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 45
+    assert hpa["metadata"]["annotations"][FALLBACK_ANNOTATION] == plan.fallback
+    kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+    # No HPA asks for a Pods metric that no adapter serves, whatever the spec says.
+    for example in ("minilm-cpu.yaml", "minilm-gpu.yaml", "digits-distill.yaml"):
+        for settings in (BuildSettings(keda=False), BuildSettings(keda=True)):
+            built = build_autoscaler(parse_spec(load_example(example)), "k", settings)
+            if built["kind"] == "HorizontalPodAutoscaler":
+                assert [m["type"] for m in built["spec"]["metrics"]] == ["Resource"]
+
+
+def queue_latency(**autoscaling: Any) -> Any:
+    manifest = load_example("minilm-gpu.yaml")
+    manifest["spec"]["autoscaling"].update(autoscaling)
+    return parse_spec(manifest)
+
+
+def test_keda_scaled_object_on_queue_latency() -> None:
+    lms = queue_latency(scaleDownStabilizationSeconds=30, cooldownSeconds=30, pollingSeconds=5, window="30s")
+    scaled = build_autoscaler(lms, "k", BuildSettings(keda=True, prometheus_address="http://prom:9090"), OWNER)
+    assert scaled["kind"] == "ScaledObject" and scaled["metadata"]["name"] == "minilm-gpu-triton"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "minilm-gpu-triton"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 8)
+    assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (5, 30)
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 30
+    assert behavior["scaleUp"] == {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+        {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+    [trigger] = spec["triggers"]
+    sel = 'namespace="default",model="minilm-gpu"'
+    assert trigger["metricType"] == "Value"
+    assert trigger["metadata"] == {
+        "serverAddress": "http://prom:9090",
+        "query": f"sum(rate(nv_inference_queue_duration_us{{{sel}}}[30s])) / "
+                 f"clamp_min(sum(rate(nv_inference_request_success{{{sel}}}[30s])), 1)",
+        "threshold": "5000", "activationThreshold": "0", "ignoreNullValues": "true"}
     cpu = parse_spec(load_example("minilm-cpu.yaml"))
     assert build_autoscaler(cpu, "k", BuildSettings(keda=True))["kind"] == "HorizontalPodAutoscaler"
+
+
+def test_scale_to_zero_keeps_a_model_with_requests_active() -> None:
+    lms = queue_latency(minReplicas=0, window="30s")
+    assert plan_autoscaler(lms, BuildSettings(keda=True)).scales_to_zero
+    scaled = build_autoscaler(lms, "k", BuildSettings(keda=True))
+    assert scaled["spec"]["minReplicaCount"] == 0
+    latency, activity = scaled["spec"]["triggers"]
+    assert activity["name"] == "activity" and activity["metricType"] == "AverageValue"
+    assert activity["metadata"]["query"] == \
+        'sum(rate(nv_inference_request_success{namespace="default",model="minilm-gpu"}[30s]))'
+    assert activity["metadata"]["activationThreshold"] == "0"
+    assert int(activity["metadata"]["threshold"]) >= 10**9  # never asks for a second replica itself
+    rate = build_autoscaler(queue_latency(minReplicas=0, metric="inferenceRate", target=200), "k",
+                            BuildSettings(keda=True))
+    [trigger] = rate["spec"]["triggers"]
+    assert trigger["metricType"] == "AverageValue" and trigger["metadata"]["threshold"] == "200"
+    assert trigger["metadata"]["query"].startswith("sum(rate(nv_inference_count{")
+
+
+def test_the_other_autoscaler_kind_is_the_stale_one() -> None:
+    gpu, cpu = queue_latency(), parse_spec(load_example("minilm-cpu.yaml"))
+    assert stale_autoscaler(gpu, BuildSettings(keda=True)) == \
+        ("autoscaling/v2", "HorizontalPodAutoscaler", "minilm-gpu-triton")
+    assert stale_autoscaler(gpu, BuildSettings(keda=False)) is None  # keda.sh not served: nothing to delete
+    assert stale_autoscaler(cpu, BuildSettings(keda=True)) == ("keda.sh/v1alpha1", "ScaledObject", "minilm-triton")
+    assert stale_autoscaler(cpu, BuildSettings(keda=False)) is None
 
 
 def test_names_are_dns_labels_with_hash_when_long() -> None:

@@ -17,6 +17,21 @@ ENDPOINT_VAR = "AWS_ENDPOINT_URL"
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+EXIT_TIMEOUT_SECONDS = 10
+"""Triton's --exit-timeout-secs: after SIGTERM it finishes in-flight requests for at most this long."""
+MIN_GRACE_SECONDS = 30
+
+
+def termination_grace_seconds(lms: LargeModelService) -> int:
+    """The preStop pause, then Triton's exit timeout, with room to spare (never under 30 s)."""
+    return max(MIN_GRACE_SECONDS, lms.spec.serving.drain_seconds + EXIT_TIMEOUT_SECONDS + 10)
+
+
+def _lifecycle(lms: LargeModelService) -> dict[str, Any]:
+    """A stopping pod sleeps before Triton gets SIGTERM: its endpoints are removed from the Service
+    (and proxies) meanwhile, so a scale-down or rollout drops no request sent to it."""
+    drain = lms.spec.serving.drain_seconds
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": drain}}}} if drain > 0 else {}
 
 
 def triton_args(lms: LargeModelService, key: str, settings: BuildSettings) -> list[str]:
@@ -25,7 +40,7 @@ def triton_args(lms: LargeModelService, key: str, settings: BuildSettings) -> li
     else:
         repository = f"{settings.repository_mount}/{relative_version_path(lms.namespace, lms.name, key)}"
     return [f"--model-repository={repository}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
-            f"--metrics-port={METRICS_PORT}", "--strict-readiness=true", "--exit-timeout-secs=10",
+            f"--metrics-port={METRICS_PORT}", "--strict-readiness=true", f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
             "--log-verbose=0"]
 
 
@@ -87,6 +102,7 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
         "startupProbe": _probe("/v2/health/ready", 5, 120),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
+        **_lifecycle(lms),
         "volumeMounts": repo_mounts + scratch_mounts,
         "securityContext": container_security_context(),
     }
@@ -96,7 +112,7 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
         "automountServiceAccountToken": False,
         **pull_secrets(settings),
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": termination_grace_seconds(lms),
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": repo_volumes + scratch,
@@ -114,7 +130,8 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
             "template": {
                 "metadata": {
                     "labels": meta.labels(lms, meta.COMPONENT_SERVER, key),
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)},
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+                                    "prometheus.io/path": "/metrics"},
                 },
                 "spec": pod_spec,
             },
