@@ -5,6 +5,11 @@ scheduler binds to a node labelled lms.dev/pool=cpu are run here as local proces
 (`lms ...` from this environment, `tritonserver ...` as a local Triton), with volumes mapped
 to folders under the state dir and status written back through pods/status.
 
+It also plays the node's kube-proxy (lms_harness.serviceproxy: one local port per project
+Service port) and honours graceful termination: a deleted pod's preStop hook runs before its
+processes get SIGTERM, within terminationGracePeriodSeconds. The pod object is gone by then (kwok
+removes it at once), so the pod is out of its Services' rotation while it drains.
+
     python -m lms_harness.podrunner --kubeconfig K --state-dir D
 """
 from __future__ import annotations
@@ -23,16 +28,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lms_harness.lifecycle import MAX_GRACE_SECONDS, MIN_TERM_SECONDS, grace_seconds, prestop
 from lms_harness.mapping import LocalContainer, UnsupportedPod, build_local_container, pod_key
 from lms_harness.ports import free_ports
 from lms_harness.processes import kill_group
-from lms_harness.status import (ContainerState, endpoint_annotations, now_rfc3339, pod_status,
+from lms_harness.status import (ContainerState, endpoint_annotations, fake_pod_ip, now_rfc3339, pod_status,
                                 termination_message)
 
 PROJECT_SELECTOR = "app.kubernetes.io/part-of=lms"
 POOL_LABEL = "lms.dev/pool"
 RUN_POOL = "cpu"
-MAX_GRACE_SECONDS = 15.0
+SHUTDOWN_TERM_SECONDS = 15.0   # SIGTERM to SIGKILL when the runner itself stops
 log = logging.getLogger("podrunner")
 
 
@@ -67,7 +73,9 @@ class PodWorker(threading.Thread):
         self.ns = pod["metadata"].get("namespace", "default")
         self.name = pod["metadata"]["name"]
         self.stop_event = threading.Event()
+        self.abort = threading.Event()   # skip or cut short preStop hooks (the runner is shutting down)
         self.delete_after_stop = False
+        self.pod_ip = fake_pod_ip(str(pod["metadata"].get("uid") or self.key))
         self.containers: list[Running] = []
         self.start_time = now_rfc3339()
         self.last_status: dict[str, Any] | None = None
@@ -75,9 +83,14 @@ class PodWorker(threading.Thread):
         self.pod_dir = runner.state_dir / "pods" / self.key
 
     # -- lifecycle -------------------------------------------------------------------
-    def stop(self, delete: bool) -> None:
-        """Ask the worker to kill its processes (and remove the pod object when delete)."""
+    def stop(self, delete: bool, graceful: bool = True) -> None:
+        """Ask the worker to stop its processes (and remove the pod object when delete).
+
+        graceful: run preStop hooks first, as for a deleted pod; False when the runner shuts down.
+        """
         self.delete_after_stop = self.delete_after_stop or delete
+        if not graceful:
+            self.abort.set()
         self.stop_event.set()
 
     def run(self) -> None:
@@ -86,13 +99,55 @@ class PodWorker(threading.Thread):
         except Exception:  # noqa: BLE001 - one broken pod must not take the runner down
             log.exception("pod %s: worker crashed", self.key)
         finally:
-            grace = min(float(self.pod["spec"].get("terminationGracePeriodSeconds") or 30), MAX_GRACE_SECONDS)
-            for c in self.containers:
-                if c.proc is not None and c.proc.poll() is None:
-                    kill_group(c.proc, grace)
+            deadline = time.monotonic() + grace_seconds(self.pod)
+            live = [c for c in self.containers if c.proc is not None and c.proc.poll() is None]
+            if live and self.stop_event.is_set() and not self.abort.is_set():
+                self._run_prestop(live, deadline)
+            for c in live:
+                assert c.proc is not None
+                term = max(deadline - time.monotonic(), MIN_TERM_SECONDS)
+                kill_group(c.proc, min(term, SHUTDOWN_TERM_SECONDS) if self.abort.is_set() else term)
             if self.delete_after_stop:
                 self.runner.delete_pod(self.ns, self.name)
+            with self.runner.lock:
+                self.runner.draining.discard(self)
             log.info("pod %s: worker done", self.key)
+
+    def _run_prestop(self, live: list[Running], deadline: float) -> None:
+        """Each live container's preStop hook, in parallel, until done or the grace period ends."""
+        threads = [threading.Thread(target=self._prestop_one, args=(c, deadline), name=f"{self.name}-prestop",
+                                    daemon=True) for c in live]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()) + 1.0)
+
+    def _prestop_one(self, c: Running, deadline: float) -> None:
+        hook = prestop(c.spec)
+        if hook is None:
+            return
+        if hook.unsupported:
+            log.warning("pod %s: %s: %s", self.key, c.state.name, hook.unsupported)
+            return
+        if not hook.argv:
+            seconds = min(hook.sleep_s, max(0.0, deadline - time.monotonic()))
+            log.info("pod %s: %s: preStop sleep %.1fs before SIGTERM", self.key, c.state.name, seconds)
+            self.abort.wait(seconds)
+            return
+        assert c.local is not None
+        env = {**self.runner.base_env, **c.local.env}
+        log.info("pod %s: %s: preStop exec %s", self.key, c.state.name, " ".join(hook.argv))
+        with open(self.log_path, "ab") as out:
+            try:
+                proc = subprocess.Popen(list(hook.argv), cwd=str(self.pod_dir), env=env, stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                log.warning("pod %s: %s: preStop exec failed to start: %s", self.key, c.state.name, exc)
+                return
+            while proc.poll() is None and time.monotonic() < deadline and not self.abort.wait(0.1):
+                pass
+            if proc.poll() is None:
+                kill_group(proc, 1.0)
 
     def _run(self) -> None:
         spec = self.pod["spec"]
@@ -161,7 +216,7 @@ class PodWorker(threading.Thread):
         states = [ContainerState(name=c["name"], image=c.get("image", ""), state="terminated", reason="Unsupported",
                                  exit_code=128, message=message, started_at=now, finished_at=now)
                   for c in self.pod["spec"].get("containers") or []]
-        self.runner.patch_status(self.ns, self.name, pod_status(states, "Never", self.start_time))
+        self.runner.patch_status(self.ns, self.name, pod_status(states, "Never", self.start_time, pod_ip=self.pod_ip))
 
     def _run_init_containers(self) -> bool:
         for cspec in self.pod["spec"].get("initContainers") or []:
@@ -261,7 +316,7 @@ class PodWorker(threading.Thread):
 
     def _push_status(self, restart_policy: str) -> None:
         states = [c.state for c in self.containers]
-        body = pod_status(states, restart_policy, self.start_time)
+        body = pod_status(states, restart_policy, self.start_time, pod_ip=self.pod_ip)
         if self.last_status is not None and _same_status(body, self.last_status):
             return
         if self.runner.patch_status(self.ns, self.name, body):
@@ -296,6 +351,8 @@ class PodRunner:
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.draining: set[PodWorker] = set()   # stopped workers still in preStop or SIGTERM grace
+        self.proxy: Any = None
 
     # -- API helpers used by workers ---------------------------------------------------
     def patch_status(self, ns: str, name: str, status: dict[str, Any]) -> bool:
@@ -380,18 +437,15 @@ class PodRunner:
         worker = self.workers.get(key)
         uid = pod["metadata"].get("uid")
         if worker is not None and worker.pod["metadata"].get("uid") != uid:
-            worker.stop(delete=False)  # same name, new pod
-            self.workers.pop(key, None)
+            self.retire(key, delete=False)  # same name, new pod
             worker = None
         if kind == "DELETED":
             if worker is not None:
-                worker.stop(delete=False)
-                self.workers.pop(key, None)
+                self.retire(key, delete=False)
             return
         if pod["metadata"].get("deletionTimestamp"):
             if worker is not None and worker.is_alive():
-                worker.stop(delete=True)  # the worker deletes the pod once its processes are gone
-                self.workers.pop(key, None)
+                self.retire(key, delete=True)  # the worker deletes the pod once its processes are gone
             elif worker is not None or (pod.get("spec") or {}).get("nodeName") in self.cpu_nodes:
                 self.workers.pop(key, None)
                 self.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -410,12 +464,25 @@ class PodRunner:
         self.workers[key] = worker
         worker.start()
 
+    def retire(self, key: str, delete: bool) -> None:
+        """Stop a deleted pod's worker gracefully (preStop, then SIGTERM) without waiting for it."""
+        worker = self.workers.pop(key, None)
+        if worker is None:
+            return
+        with self.lock:
+            self.draining.add(worker)
+        worker.stop(delete=delete)
+
     def run(self) -> None:
         """List+watch forever (until stop), re-listing when the watch expires."""
         from kubernetes import watch
         from kubernetes.client.rest import ApiException
 
+        from lms_harness.serviceproxy import ServiceProxy
+
         self.refresh_nodes()
+        if self.proxy is None:
+            self.proxy = ServiceProxy(self.api_client).start()
         while not self.stopping.is_set():
             try:
                 listed = self.core.list_pod_for_all_namespaces(label_selector=PROJECT_SELECTOR)
@@ -426,7 +493,7 @@ class PodRunner:
                     seen.add(pod_key(pod))
                     self.handle("ADDED", pod)
                 for key in set(self.workers) - seen:  # deleted while no watch was open
-                    self.workers.pop(key).stop(delete=False)
+                    self.retire(key, delete=False)
                 w = watch.Watch()
                 for event in w.stream(self.core.list_pod_for_all_namespaces, label_selector=PROJECT_SELECTOR,
                                       resource_version=rv, timeout_seconds=30, _request_timeout=60):
@@ -450,10 +517,14 @@ class PodRunner:
     def shutdown(self) -> None:
         """Stop every worker and kill every process this runner started."""
         self.stopping.set()
-        for worker in list(self.workers.values()):
-            worker.stop(delete=False)
-        for worker in list(self.workers.values()):
+        with self.lock:
+            workers = [*self.workers.values(), *self.draining]
+        for worker in workers:
+            worker.stop(delete=False, graceful=False)  # the node goes away: no preStop
+        for worker in workers:
             worker.join(timeout=MAX_GRACE_SECONDS + 5)
+        if self.proxy is not None:
+            self.proxy.stop()
         with self.lock:
             procs = list(self.procs)
         for proc in procs:

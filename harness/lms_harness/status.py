@@ -1,6 +1,7 @@
 """Pure construction of the pod status the runner writes back, kubelet-style."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -88,7 +89,18 @@ def _condition(kind: str, ok: bool, now: str, reason: str | None = None) -> dict
     return cond
 
 
-def pod_status(states: list[ContainerState], restart_policy: str, start_time: str, now: str | None = None) -> dict[str, Any]:
+def fake_pod_ip(uid: str) -> str:
+    """A stable, practically unique pod IP in 10.0.0.0/8 for a pod's uid.
+
+    The real address of a locally run pod is in its sandbox.lms.dev/* annotations; the fake one
+    only lets the controller-manager list distinct endpoints in EndpointSlices.
+    """
+    digest = hashlib.sha256(uid.encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
+
+
+def pod_status(states: list[ContainerState], restart_policy: str, start_time: str, now: str | None = None,
+               pod_ip: str = LOCAL_IP) -> dict[str, Any]:
     """The full status body to PATCH through pods/status."""
     now = now or now_rfc3339()
     phase = pod_phase(states, restart_policy)
@@ -100,8 +112,8 @@ def pod_status(states: list[ContainerState], restart_policy: str, start_time: st
         "phase": phase,
         "hostIP": LOCAL_IP,
         "hostIPs": [{"ip": LOCAL_IP}],
-        "podIP": LOCAL_IP,
-        "podIPs": [{"ip": LOCAL_IP}],
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
         "startTime": start_time,
         "conditions": [
             _condition("PodScheduled", True, now),

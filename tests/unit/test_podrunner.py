@@ -239,3 +239,39 @@ def test_rewrite_is_single_pass_when_state_dir_is_under_a_mount() -> None:
     assert rewrite_paths("--model-repository=/models/ns/m/k", mounts) == \
         "--model-repository=/tmp/state/pvc/ns/lms-models/ns/m/k"
     assert rewrite_paths("/tmp/x /models", mounts) == "/tmp/state/volumes/tmp/x /tmp/state/pvc/ns/lms-models"
+
+
+# -- graceful termination and the fake pod IP ----------------------------------------------------
+
+def test_prestop_hooks_the_runner_understands() -> None:
+    from lms_harness.lifecycle import PreStop, prestop
+
+    assert prestop({"name": "c"}) is None
+    assert prestop({"lifecycle": {"preStop": {"sleep": {"seconds": 7}}}}) == PreStop(sleep_s=7.0)
+    assert prestop({"lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}}}) == PreStop(sleep_s=5.0)
+    assert prestop({"lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 1m 2.5s"]}}}}) == \
+        PreStop(sleep_s=62.5)
+    assert prestop({"lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 3 && kill 1"]}}}}) == \
+        PreStop(argv=("/bin/sh", "-c", "sleep 3 && kill 1"))
+    assert prestop({"lifecycle": {"preStop": {"exec": {"command": []}}}}).unsupported  # type: ignore[union-attr]
+    assert "httpGet" in prestop({"lifecycle": {"preStop": {"httpGet": {"port": 80}}}}).unsupported  # type: ignore[union-attr]
+
+
+def test_grace_seconds_default_and_cap() -> None:
+    from lms_harness.lifecycle import MAX_GRACE_SECONDS, grace_seconds
+
+    assert grace_seconds({"spec": {}}) == 30.0
+    assert grace_seconds({"spec": {"terminationGracePeriodSeconds": 0}}) == 0.0
+    assert grace_seconds({"spec": {"terminationGracePeriodSeconds": 3600}}) == MAX_GRACE_SECONDS
+    assert grace_seconds({"spec": {"terminationGracePeriodSeconds": 5}}, cap=2) == 2
+
+
+def test_fake_pod_ip_is_stable_distinct_and_in_status() -> None:
+    from lms_harness.status import fake_pod_ip
+
+    ips = {fake_pod_ip(f"uid-{i}") for i in range(200)}
+    assert len(ips) == 200
+    assert fake_pod_ip("uid-1") == fake_pod_ip("uid-1")
+    assert all(ip.startswith("10.") and 1 <= int(ip.rsplit(".", 1)[1]) <= 254 for ip in ips)
+    body = pod_status([ContainerState(name="c")], "Always", "t0", pod_ip="10.1.2.3")
+    assert body["podIP"] == "10.1.2.3" and body["podIPs"] == [{"ip": "10.1.2.3"}] and body["hostIP"] == "127.0.0.1"
