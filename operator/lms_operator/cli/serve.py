@@ -63,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     bench.add_argument("--batch", type=int, default=1, help="items per request")
     bench.add_argument("--text", action="store_true",
                        help="load the text path (<model>-text: text of about --sequence-length tokens per item)")
+    bench.add_argument("--connections", type=int, default=1,
+                       help="spread the workers over this many gRPC connections (default 1)")
+    bench.add_argument("--reconnect-seconds", type=float, default=None, metavar="S",
+                       help="replace each connection after S seconds (old one closed once its requests answered), "
+                            "so load behind a Service reaches replicas added later")
     bench.add_argument("--json", type=Path, default=None, help="write the results here")
     bench.set_defaults(func=run_bench)
 

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from lms_operator.serving.loadgen import LevelResult, as_dicts, sweep
+from lms_operator.serving.loadgen import LevelResult, as_dicts, spread, sweep
 
 HEADER = f"{'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} {'items/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6}"
 
@@ -27,7 +27,13 @@ def bench_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lms bench: {exc}", file=sys.stderr)
         return 2
-    for flag, value in (("--requests", args.requests), ("--duration", args.duration), ("--sequence-length", args.sequence_length), ("--batch", args.batch)):
+    connections = getattr(args, "connections", 1)
+    reconnect = getattr(args, "reconnect_seconds", None)
+    checks = [("--requests", args.requests), ("--duration", args.duration), ("--sequence-length", args.sequence_length),
+              ("--batch", args.batch), ("--connections", connections)]
+    if reconnect is not None:
+        checks.append(("--reconnect-seconds", reconnect))
+    for flag, value in checks:
         if value <= 0:
             print(f"lms bench: {flag} must be positive, got {value}", file=sys.stderr)
             return 2
@@ -37,17 +43,22 @@ def bench_command(args: argparse.Namespace) -> int:
 
         model = text_model(args.model)
     try:
-        results = sweep(url, model, args.concurrency, args.requests, args.duration, args.sequence_length, args.batch)
+        results = sweep(url, model, args.concurrency, args.requests, args.duration, args.sequence_length, args.batch,
+                        connections=connections, reconnect_s=reconnect)
     except Exception as exc:  # noqa: BLE001 - connection / unknown model: one clear line
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"lms bench: {args.endpoint}: {message}", file=sys.stderr)
         return 1
     print(table(results))
+    if spread(connections, reconnect):
+        print(f"batch: not measured ({connections} connection(s){', reconnecting' if reconnect else ''}: "
+              "the load may reach several servers)", file=sys.stderr)
     for r in results:
         if r.first_error:
             print(f"concurrency {r.concurrency}: {r.errors} errors, first: {r.first_error}", file=sys.stderr)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"endpoint": args.endpoint, "model": model, "sequence_length": args.sequence_length, "batch": args.batch, "levels": as_dicts(results)}
+        payload = {"endpoint": args.endpoint, "model": model, "sequence_length": args.sequence_length, "batch": args.batch,
+                   "connections": connections, "reconnect_seconds": reconnect, "levels": as_dicts(results)}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 1 if any(r.errors for r in results) else 0

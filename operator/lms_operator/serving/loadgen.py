@@ -1,20 +1,28 @@
 """Closed-loop gRPC load generator (tritonclient.grpc.aio) with a concurrency sweep.
 
 Each level runs `concurrency` workers that send the next request as soon as the previous
-one answers, until the request budget or the time budget is spent. Latencies are measured
-per request on the client, so they include queueing in Triton's dynamic batcher.
+one answers, until the request budget or the time budget is spent (or a stop event is set).
+Latencies are measured per request on the client, so they include queueing in Triton's
+dynamic batcher. Workers share `connections` clients (clientpool: one gRPC connection each,
+optionally replaced every `reconnect_s` so the load follows a Service's new replicas).
+
+Library callers (benches, e2e tests) use `run_load`: one long level, every request reported as
+a RequestRecord(start, latency_s, ok, error) to `on_result` and in the returned LoadRun.
 """
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from lms_operator.serving.client import NUMPY_TO_TRITON
+from lms_operator.serving.clientpool import ClientPool, grpc_client_factory
 
 TOKEN_RANGE = (1000, 20000)  # ordinary word-piece ids, clear of special tokens
 CLS_ID, SEP_ID = 101, 102
@@ -42,6 +50,30 @@ class LevelResult:
     client_cpu_s: float = 0.0
     server: dict[str, Any] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list, repr=False)
+
+
+class RequestRecord(NamedTuple):
+    """One request: wall-clock start (time.time()), client latency, success, and the error's first line."""
+
+    start: float
+    latency_s: float
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class LoadRun:
+    """What run_load measured: the summary, every request (unless not kept), errors by message."""
+
+    level: LevelResult
+    records: list[RequestRecord]
+    errors: Counter[str]
+    clients_opened: int
+
+
+def error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def percentile_ms(latencies_s: Sequence[float], q: float) -> float:
@@ -95,7 +127,7 @@ def synthetic_inputs(inputs_meta: Sequence[Mapping[str, Any]], batch: int, seque
     return out
 
 
-async def _level(client: Any, model: str, payload: Mapping[str, np.ndarray], concurrency: int, max_requests: int, max_seconds: float, progress: Callable[[str], None] | None) -> LevelResult:
+def infer_inputs(payload: Mapping[str, np.ndarray]) -> list[Any]:
     import tritonclient.grpc.aio as grpcclient
 
     tensors = []
@@ -103,40 +135,76 @@ async def _level(client: Any, model: str, payload: Mapping[str, np.ndarray], con
         tensor = grpcclient.InferInput(name, list(array.shape), NUMPY_TO_TRITON[array.dtype])
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
+    return tensors
+
+
+async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray], concurrency: int,
+                 max_requests: int | None, max_seconds: float | None, progress: Callable[[str], None] | None,
+                 stop: threading.Event | None = None,
+                 on_result: Callable[[RequestRecord], None] | None = None,
+                 records: list[RequestRecord] | None = None,
+                 errors_by_message: Counter[str] | None = None) -> LevelResult:
+    """Closed loop: each worker sends its next request when the previous answers, until a budget or `stop`.
+
+    Every request is counted: a success in the latencies, a failure in `errors` (and by message);
+    each one also goes to `on_result` and `records` when given.
+    """
+    tensors = infer_inputs(payload)
     items = int(next(iter(payload.values())).shape[0])
     latencies: list[float] = []
     errors = 0
     first_error: list[str] = []
     issued = 0
     start = time.perf_counter()
-    deadline = start + max_seconds
+    deadline = start + max_seconds if max_seconds is not None else float("inf")
+    budget = max_requests if max_requests is not None else float("inf")
 
-    async def worker() -> None:
+    def more() -> bool:
+        return issued < budget and time.perf_counter() < deadline and not (stop is not None and stop.is_set())
+
+    def record(rec: RequestRecord) -> None:
+        if records is not None:
+            records.append(rec)
+        if on_result is not None:
+            on_result(rec)
+
+    async def worker(index: int) -> None:
         nonlocal issued, errors
-        while issued < max_requests and time.perf_counter() < deadline:
+        while more():
             issued += 1
-            t0 = time.perf_counter()
+            conn = pool.acquire(index)
+            wall, t0 = time.time(), time.perf_counter()
             try:
-                await client.infer(model, tensors)
+                await conn.client.infer(model, tensors)
             except Exception as exc:  # noqa: BLE001 - counted and reported, the sweep goes on
+                latency = time.perf_counter() - t0
                 errors += 1
+                message = error_line(exc)
                 if not first_error:
-                    first_error.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                    first_error.append(message)
+                if errors_by_message is not None:
+                    errors_by_message[message] += 1
+                record(RequestRecord(wall, latency, False, message))
                 continue
-            latencies.append(time.perf_counter() - t0)
+            finally:
+                pool.release(conn)
+            latency = time.perf_counter() - t0
+            latencies.append(latency)
+            record(RequestRecord(wall, latency, True, None))
 
     async def reporter() -> None:
+        total = f"/{max_requests}" if max_requests is not None else ""
         while True:
             await asyncio.sleep(0.5)
             if progress is not None:
                 elapsed = time.perf_counter() - start
                 rate = len(latencies) / elapsed if elapsed > 0 else 0.0
                 p50 = percentile_ms(latencies[-2000:], 50)
-                progress(f"concurrency {concurrency:>3}: {len(latencies) + errors}/{max_requests} requests, {rate:8.1f} req/s, p50 {p50:7.2f} ms, errors {errors}")
+                progress(f"concurrency {concurrency:>3}: {len(latencies) + errors}{total} requests, {rate:8.1f} req/s, p50 {p50:7.2f} ms, errors {errors}")
 
     ticker = asyncio.create_task(reporter())
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         ticker.cancel()
     wall = time.perf_counter() - start
@@ -160,38 +228,48 @@ async def batched_model(client: Any, model: str) -> str:
     return model
 
 
-async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, progress: Callable[[str], None] | None = None, server_cpu: Callable[[], float] | None = None) -> list[LevelResult]:
-    import tritonclient.grpc.aio as grpcclient
+def spread(connections: int, reconnect_s: float | None) -> bool:
+    """Whether the load may reach more than one server (then one server's statistics say little)."""
+    return connections > 1 or reconnect_s is not None
 
-    client = grpcclient.InferenceServerClient(url)
+
+async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, progress: Callable[[str], None] | None = None, server_cpu: Callable[[], float] | None = None, connections: int = 1, reconnect_s: float | None = None) -> list[LevelResult]:
+    client = grpc_client_factory(url)()
+    pool = ClientPool(grpc_client_factory(url), connections, reconnect_s, shared=client)
+    stats = not spread(connections, reconnect_s)  # behind a Service the stats client sees one replica
     try:
         meta = await client.get_model_metadata(model, as_json=True)
         payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
-        stats_model = await batched_model(client, model)
-        await _level(client, model, payload, 1, warmup, 60.0, None)
+        stats_model = await batched_model(client, model) if stats else model
+        await _level(pool, model, payload, 1, warmup, 60.0, None)
         results = []
         for concurrency in concurrencies:
-            before = await _model_stats(client, stats_model)
+            before = await _model_stats(client, stats_model) if stats else (0, 0)
             cpu_before = (time.process_time(), server_cpu() if server_cpu else 0.0)
-            result = await _level(client, model, payload, concurrency, max_requests, max_seconds, progress)
+            result = await _level(pool, model, payload, concurrency, max_requests, max_seconds, progress)
             cpu_after = (time.process_time(), server_cpu() if server_cpu else 0.0)
-            after = await _model_stats(client, stats_model)
-            inferences, executions = after[0] - before[0], after[1] - before[1]
             result.client_cpu_s = round(cpu_after[0] - cpu_before[0], 3)
-            result.server = {"inferences": inferences, "executions": executions, "mean_batch": round(inferences / executions, 3) if executions else 0.0}
+            if stats:
+                after = await _model_stats(client, stats_model)
+                inferences, executions = after[0] - before[0], after[1] - before[1]
+                result.server = {"inferences": inferences, "executions": executions, "mean_batch": round(inferences / executions, 3) if executions else 0.0}
             if server_cpu is not None:
                 result.server["cpu_s"] = round(cpu_after[1] - cpu_before[1], 3)
             results.append(result)
         return results
     finally:
+        await pool.close()
         await client.close()
 
 
-def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, show_progress: bool = True, server_cpu: Callable[[], float] | None = None) -> list[LevelResult]:
+def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int, max_seconds: float, sequence_length: int = 32, batch: int = 1, warmup: int = 20, show_progress: bool = True, server_cpu: Callable[[], float] | None = None, connections: int = 1, reconnect_s: float | None = None) -> list[LevelResult]:
     """Run the sweep; a live progress line goes to stderr when `show_progress`.
 
     `server_cpu`, when given, returns the server's CPU seconds so far; each level then records
     the CPU the server spent on it (a measure that survives a busy, shared machine).
+    `connections` spreads the workers over that many gRPC connections, each replaced every
+    `reconnect_s` seconds when given; with either, the server's batch statistics (which come
+    from one connection's server) are not reported.
     """
 
     def progress(line: str) -> None:
@@ -200,7 +278,7 @@ def sweep(url: str, model: str, concurrencies: Sequence[int], max_requests: int,
 
     show_progress = show_progress and sys.stderr.isatty()
 
-    results = asyncio.run(sweep_async(url, model, concurrencies, max_requests, max_seconds, sequence_length, batch, warmup, progress if show_progress else None, server_cpu))
+    results = asyncio.run(sweep_async(url, model, concurrencies, max_requests, max_seconds, sequence_length, batch, warmup, progress if show_progress else None, server_cpu, connections, reconnect_s))
     if show_progress:
         sys.stderr.write("\n")
     return results
@@ -235,3 +313,37 @@ def merge(results: Sequence[LevelResult]) -> LevelResult:
         server["mean_batch"] = round(server["inferences"] / server["executions"], 3)
     merged.server = server
     return merged
+
+
+async def run_load_async(url: str, model: str, concurrency: int, *, duration_s: float | None = None,
+                         max_requests: int | None = None, connections: int = 1, reconnect_s: float | None = None,
+                         sequence_length: int = 32, batch: int = 1, stop: threading.Event | None = None,
+                         on_result: Callable[[RequestRecord], None] | None = None, keep_records: bool = True,
+                         progress: Callable[[str], None] | None = None) -> LoadRun:
+    """One closed-loop level against `url` (a gRPC host:port) until duration_s, max_requests or `stop`.
+
+    Every request ends up as a RequestRecord: passed to `on_result` (called on the load's event
+    loop thread: keep it quick and thread-safe) and kept in LoadRun.records unless keep_records
+    is False. Requests in flight when `stop` is set still finish and are reported. No warm-up.
+    """
+    if duration_s is None and max_requests is None and stop is None:
+        raise ValueError("run_load needs duration_s, max_requests or stop, or it never ends")
+    factory = grpc_client_factory(url)
+    pool = ClientPool(factory, connections, reconnect_s)
+    control = factory()
+    records: list[RequestRecord] = []
+    errors: Counter[str] = Counter()
+    try:
+        meta = await control.get_model_metadata(model, as_json=True)
+        payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
+        level = await _level(pool, model, payload, concurrency, max_requests, duration_s, progress, stop, on_result,
+                             records if keep_records else None, errors)
+    finally:
+        await pool.close()
+        await control.close()
+    return LoadRun(level, records, errors, pool.opened)
+
+
+def run_load(url: str, model: str, concurrency: int, **options: Any) -> LoadRun:
+    """run_load_async on a fresh event loop (blocking; run it in a thread and set `stop` to end it)."""
+    return asyncio.run(run_load_async(url, model, concurrency, **options))
