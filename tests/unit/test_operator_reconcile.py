@@ -73,6 +73,7 @@ class FakeKube:
         stored = copy.deepcopy(obj)
         stored["metadata"]["generation"] = (old["metadata"]["generation"] + (old.get("spec") != obj.get("spec"))
                                             if old else 1)
+        stored["metadata"]["uid"] = old["metadata"].get("uid") if old else f"uid-{obj['kind']}-{len(self.writes)}"
         if old is not None:
             stored["status"] = old.get("status", {})
             if old.get("spec") != obj.get("spec"):
@@ -86,6 +87,16 @@ class FakeKube:
         self.calls.append(("delete", kind))
         if self.objects.pop((api_version, kind, namespace, name), None) is not None:
             self.writes.append(("delete", kind, name))
+
+    async def patch(self, api_version: str, kind: str, namespace: str, name: str,
+                    patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", kind))
+        obj = self.objects[(api_version, kind, namespace, name)]
+        merged = merge(obj, patch)
+        merged["metadata"]["generation"] = obj["metadata"]["generation"] + (merged.get("spec") != obj.get("spec"))
+        self.objects[(api_version, kind, namespace, name)] = merged
+        self.writes.append(("patch", kind, name))
+        return copy.deepcopy(merged)
 
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: dict[str, Any]) -> dict[str, Any]:
@@ -471,3 +482,107 @@ def test_the_format_version_is_part_of_the_key(minilm_manifest: dict[str, Any], 
     key = version_key(parse_spec(minilm_manifest))
     monkeypatch.setattr(version, "FORMAT_VERSION", 999)
     assert version_key(parse_spec(minilm_manifest)) != key
+
+
+# ---- autoscaling: KEDA arriving and leaving, the other kind deleted, scale to zero -----------------
+
+def queue_latency_lms(kube: FakeKube, manifest: dict[str, Any], min_replicas: int = 0) -> str:
+    manifest["spec"]["autoscaling"] = {"minReplicas": min_replicas, "maxReplicas": 3, "metric": "queueLatency",
+                                       "target": 50000, "cooldownSeconds": 30, "pollingSeconds": 5}
+    add_lms(kube, manifest)
+    add_claim(kube)
+    return key_of(manifest)
+
+
+def pass_with(kube: FakeKube, keda: bool) -> tuple[Any, dict[str, Any]]:
+    ctx = Context(kube=kube, settings=BuildSettings(keda=keda))  # type: ignore[arg-type]
+    body = kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")]
+    result = asyncio.run(reconcile(ctx, copy.deepcopy(body)))
+    return result, kube.objects[("serving.lms.dev/v1alpha1", "LargeModelService", NS, "minilm")].get("status", {})
+
+
+def condition(status: dict[str, Any], kind: str) -> tuple[str, str]:
+    found = next(c for c in status["conditions"] if c["type"] == kind)
+    return found["status"], found["reason"]
+
+
+HPA = ("autoscaling/v2", "HorizontalPodAutoscaler", NS, "minilm-triton")
+SCALED = ("keda.sh/v1alpha1", "ScaledObject", NS, "minilm-triton")
+DEPLOYMENT = ("apps/v1", "Deployment", NS, "minilm-triton")
+
+
+def test_without_keda_a_triton_metric_scales_on_cpu_and_warns_once(kube: FakeKube,
+                                                                      minilm_manifest: dict[str, Any]) -> None:
+    key = queue_latency_lms(kube, minilm_manifest)
+    result, status = pass_with(kube, keda=False)
+    warnings = [e for e in result.events if e.type == "Warning" and e.reason == st.KEDA_NOT_INSTALLED]
+    assert len(warnings) == 1 and "KEDA is not installed; scaling on CPU until it is" in warnings[0].message
+    assert condition(status, st.AUTOSCALING) == ("False", st.KEDA_NOT_INSTALLED)
+    finish_job(kube, key, "minilm", 0, GATE_OK)
+    result, status = pass_with(kube, keda=False)
+    assert not [e for e in result.events if e.reason == st.KEDA_NOT_INSTALLED]  # said once, not per pass
+    hpa = kube.objects[HPA]
+    assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "replicas" not in kube.objects[DEPLOYMENT]["spec"]
+    assert SCALED not in kube.objects
+
+
+def test_keda_arriving_replaces_the_hpa_and_leaving_restores_it(kube: FakeKube,
+                                                                 minilm_manifest: dict[str, Any]) -> None:
+    key = queue_latency_lms(kube, minilm_manifest)
+    pass_with(kube, keda=False)
+    finish_job(kube, key, "minilm", 0, GATE_OK)
+    pass_with(kube, keda=False)
+    ready_deployment(kube)
+    pass_with(kube, keda=False)
+    assert HPA in kube.objects
+
+    result, status = pass_with(kube, keda=True)  # KEDA installed
+    assert HPA not in kube.objects and ("delete", "HorizontalPodAutoscaler", "minilm-triton") in kube.writes
+    assert kube.objects[SCALED]["spec"]["minReplicaCount"] == 0
+    assert condition(status, st.AUTOSCALING) == ("True", st.KEDA_SCALING)
+    assert "AutoscalerReplaced" in {e.reason for e in result.events}
+    assert kube.calls.index(("delete", "HorizontalPodAutoscaler")) < kube.calls.index(("apply", "ScaledObject"))
+
+    # KEDA scales the idle model to zero: still Ready, not an outage.
+    deployment = kube.objects[DEPLOYMENT]
+    deployment["spec"]["replicas"] = 0
+    deployment["status"] = {"observedGeneration": deployment["metadata"]["generation"], "replicas": 0}
+    _, status = pass_with(kube, keda=True)
+    assert status["phase"] == st.READY and condition(status, st.READY) == ("True", st.SCALED_TO_ZERO)
+    assert status["readyReplicas"] == 0 and status["modelVersion"] == key
+
+    # KEDA removed (its ScaledObjects go with its CRD): an HPA again, and the Deployment woken from zero.
+    del kube.objects[SCALED]
+    result, status = pass_with(kube, keda=False)
+    assert HPA in kube.objects and ("patch", "Deployment", "minilm-triton") in kube.writes
+    assert {e.reason for e in result.events} >= {st.KEDA_NOT_INSTALLED, "ScaledUpFromZero"}
+    assert condition(status, st.AUTOSCALING) == ("False", st.KEDA_NOT_INSTALLED)
+
+
+def test_switching_to_cpu_deletes_only_our_scaled_object(kube: FakeKube, minilm_manifest: dict[str, Any]) -> None:
+    body = add_lms(kube, minilm_manifest)
+    add_claim(kube)
+    finish_job_key = key_of(minilm_manifest)
+    pass_with(kube, keda=True)
+    finish_job(kube, finish_job_key, "minilm", 0, GATE_OK)
+    foreign = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+               "metadata": {"name": "minilm-triton", "namespace": NS, "uid": "someone-else"}, "spec": {}}
+    kube.objects[SCALED] = foreign
+    pass_with(kube, keda=True)
+    assert kube.objects[SCALED] == foreign and HPA in kube.objects  # not ours: left alone
+
+    # Ours: a queueLatency resource's ScaledObject goes when the spec switches to cpu.
+    del kube.objects[SCALED]
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "metric": "queueLatency", "target": 50000}
+    body["metadata"]["generation"] = 2
+    pass_with(kube, keda=True)
+    assert SCALED in kube.objects and HPA not in kube.objects
+    keda_hpa = ("autoscaling/v2", "HorizontalPodAutoscaler", NS, "keda-hpa-minilm-triton")
+    kube.objects[keda_hpa] = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                              "metadata": {"name": "keda-hpa-minilm-triton", "namespace": NS, "uid": "keda"}}
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "metric": "cpu", "target": 70}
+    body["metadata"]["generation"] = 3
+    pass_with(kube, keda=True)
+    assert SCALED not in kube.objects and HPA in kube.objects
+    assert keda_hpa in kube.objects  # KEDA's own HPA is KEDA's to remove

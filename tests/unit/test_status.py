@@ -212,3 +212,41 @@ def test_gate_verdict_counts_before_the_job_gives_up() -> None:
     pod = _pod(3, json.dumps({"quality": {"metric": "accuracy", "score": 0.98, "threshold": 0.999}}))
     assert st.job_outcome(_job(None), [pod]).reason == st.QUALITY_GATE_FAILED
     assert st.job_outcome(_job(None), [_pod(1, "killed")]).state == "running"
+
+
+def at_zero(version: str) -> st.ServingObservation:
+    return st.ServingObservation(version=version, replicas=0, ready_replicas=0, rolled_out=True, wanted=0)
+
+
+def test_scaled_to_zero_by_keda_stays_ready() -> None:
+    keda = st.Condition(st.AUTOSCALING, True, st.KEDA_SCALING, "KEDA ScaledObject on queueLatency")
+    obs = st.Observation(generation=4, desired_version="k2", repository=CLAIM_OK, compression=PUBLISHED,
+                         serving=at_zero("k2"), previous_version="k2", autoscaling=keda, scales_to_zero=True)
+    status = st.derive_status(obs, {"phase": st.READY_PHASE}, T0)
+    c = conds(status)
+    assert status["phase"] == st.READY_PHASE and status["modelVersion"] == "k2"
+    assert c[st.READY] == ("True", st.SCALED_TO_ZERO) and c[st.SERVING_READY] == ("True", st.SCALED_TO_ZERO)
+    assert c[st.AUTOSCALING] == ("True", st.KEDA_SCALING)
+    assert (status["replicas"], status["readyReplicas"]) == (0, 0)
+    assert "scaled to zero" in status["message"]
+    assert [t["type"] for t in status["conditions"]].index(st.AUTOSCALING) == \
+        [t["type"] for t in status["conditions"]].index(st.READY) - 1
+
+
+def test_zero_replicas_without_scale_to_zero_is_an_outage() -> None:
+    for scales, srv in ((False, at_zero("k2")),  # an HPA never scales to zero: someone else did
+                        (True, st.ServingObservation("k2", 1, 0, True, wanted=1))):  # wants 1, none ready
+        obs = st.Observation(generation=4, desired_version="k2", repository=CLAIM_OK, compression=PUBLISHED,
+                             serving=srv, previous_version="k2", scales_to_zero=scales)
+        status = st.derive_status(obs, {"phase": st.READY_PHASE}, T0)
+        assert status["phase"] == st.DEGRADED and conds(status)[st.READY] == ("False", st.NO_READY_REPLICAS)
+
+
+def test_keda_fallback_is_a_false_autoscaling_condition_and_ready_is_unaffected() -> None:
+    fallback = st.Condition(st.AUTOSCALING, False, st.KEDA_NOT_INSTALLED,
+                            "KEDA is not installed; scaling on CPU until it is")
+    obs = st.Observation(generation=1, desired_version="k2", repository=CLAIM_OK, compression=PUBLISHED,
+                         serving=serving("k2", 1), autoscaling=fallback)
+    status = st.derive_status(obs, {}, T0)
+    assert conds(status)[st.AUTOSCALING] == ("False", st.KEDA_NOT_INSTALLED)
+    assert status["phase"] == st.READY_PHASE and conds(status)[st.READY] == ("True", st.AVAILABLE)

@@ -40,8 +40,9 @@ REPOSITORY_READY = "RepositoryReady"
 COMPRESSED = "Compressed"
 QUALITY_GATE_PASSED = "QualityGatePassed"
 SERVING_READY = "ServingReady"
+AUTOSCALING = "Autoscaling"
 READY = "Ready"
-CONDITION_TYPES = (VALIDATED, REPOSITORY_READY, COMPRESSED, QUALITY_GATE_PASSED, SERVING_READY, READY)
+CONDITION_TYPES = (VALIDATED, REPOSITORY_READY, COMPRESSED, QUALITY_GATE_PASSED, SERVING_READY, AUTOSCALING, READY)
 
 # Condition reasons.
 INVALID_SPEC = "InvalidSpec"
@@ -65,6 +66,12 @@ NO_READY_REPLICAS = "NoReadyReplicas"
 AVAILABLE = "Available"
 SERVING_PREVIOUS = "ServingPreviousVersion"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+SCALED_TO_ZERO = "ScaledToZero"
+"""KEDA scaled an idle model to zero replicas: not an outage, the resource stays Ready."""
+KEDA_SCALING = "KEDA"
+HPA_SCALING = "HorizontalPodAutoscaler"
+KEDA_NOT_INSTALLED = "KEDANotInstalled"
+"""A Triton metric was asked for but KEDA is absent: the operator scales on CPU meanwhile."""
 STORAGE_ACCESS_DENIED = "StorageAccessDenied"
 MODEL_NOT_FOUND = "ModelNotFound"
 DIGEST_MISMATCH = "DigestMismatch"

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lms_operator.api.contract import (  # noqa: F401  (the vocabulary, re-exported for status readers)
-    AVAILABLE, CACHE_HIT, CLAIM_BOUND, CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, COMPRESSED, COMPRESSING, COMPRESSING_PHASE,
-    COMPRESSION_FAILED, CONDITION_TYPES, DEGRADED, DEPLOYING, FAILED, GATE_PASSED, INVALID_MODEL, INVALID_SPEC,
-    NO_READY_REPLICAS, PENDING, PROGRESS_DEADLINE_EXCEEDED, PUBLISHED, QUALITY_GATE_FAILED, QUALITY_GATE_PASSED,
-    READY, READY_PHASE, REBUILDING, REPOSITORY_READY, ROLLING_OUT, SERVING_PREVIOUS, SERVING_READY, SPEC_VALID,
+    AUTOSCALING, AVAILABLE, CACHE_HIT, CLAIM_BOUND, CLAIM_NOT_BOUND, CLAIM_NOT_FOUND, COMPRESSED, COMPRESSING,
+    COMPRESSING_PHASE, COMPRESSION_FAILED, CONDITION_TYPES, DEGRADED, DEPLOYING, FAILED, GATE_PASSED, HPA_SCALING,
+    INVALID_MODEL, INVALID_SPEC, KEDA_NOT_INSTALLED, KEDA_SCALING, NO_READY_REPLICAS, PENDING,
+    PROGRESS_DEADLINE_EXCEEDED, PUBLISHED, QUALITY_GATE_FAILED, QUALITY_GATE_PASSED, READY, READY_PHASE, REBUILDING,
+    REPOSITORY_READY, ROLLING_OUT, SCALED_TO_ZERO, SERVING_PREVIOUS, SERVING_READY, SPEC_VALID,
     UNSUPPORTED_REPOSITORY, VALIDATED, VERSION_MISMATCH, WAITING, CompressionSummary, ExitCode)
 from lms_operator.api.contract import DETERMINISTIC_EXIT_CODES as DETERMINISTIC
 from lms_operator.api.contract import INPUT_REASONS
@@ -119,6 +120,8 @@ class ServingObservation:
     rolled_out: bool
     stalled: str | None = None
     """The Deployment's Progressing message when it is False with ProgressDeadlineExceeded."""
+    wanted: int = 1
+    """spec.replicas: what the autoscaler last asked for (0: scaled to zero)."""
 
 
 @dataclass
@@ -132,6 +135,16 @@ class Observation:
     serving: ServingObservation | None = None
     previous_version: str | None = None
     endpoint: dict[str, str] | None = None
+    autoscaling: Condition | None = None
+    """Which autoscaler is in charge, and why it is not the one the spec asks for."""
+    scales_to_zero: bool = False
+    """The autoscaler may scale the Deployment to zero (KEDA with minReplicas 0)."""
+
+
+def scaled_to_zero(obs: Observation) -> bool:
+    """The Deployment sits at zero replicas because the autoscaler put it there (idle, not an outage)."""
+    serving = obs.serving
+    return obs.scales_to_zero and serving is not None and serving.wanted == 0 and serving.rolled_out
 
 
 def derive_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[str, Any]:
@@ -159,7 +172,9 @@ def derive_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[
     if block is not None:
         status["compression"] = block
     conds += compression_conditions(obs.compression)
-    conds.append(serving_condition(serving, served))
+    conds.append(serving_condition(serving, served, scaled_to_zero(obs)))
+    if obs.autoscaling is not None:
+        conds.append(obs.autoscaling)
     phase, ready = phase_and_readiness(obs, served, previous.get("phase"))
     conds.append(ready)
     status.update(phase=phase, message=ready.message[:4096])
@@ -198,9 +213,11 @@ def compression_conditions(comp: CompressionOutcome | None) -> list[Condition]:
             Condition(QUALITY_GATE_PASSED, None, comp.reason, "not evaluated")]
 
 
-def serving_condition(serving: ServingObservation | None, served: str | None) -> Condition:
+def serving_condition(serving: ServingObservation | None, served: str | None, idle: bool = False) -> Condition:
     if serving is None:
         return Condition(SERVING_READY, False, WAITING, "no Triton Deployment yet")
+    if idle:
+        return Condition(SERVING_READY, True, SCALED_TO_ZERO, f"0 replicas: idle, scaled to zero; version {served}")
     ready = serving.ready_replicas > 0
     if ready and serving.rolled_out:
         return Condition(SERVING_READY, True, AVAILABLE,
@@ -238,6 +255,9 @@ def phase_and_readiness(obs: Observation, served: str | None, previous_phase: st
         return FAILED, Condition(READY, False, PROGRESS_DEADLINE_EXCEEDED, message)
     if at_desired and serving_ok and serving is not None and serving.rolled_out:
         return READY_PHASE, Condition(READY, True, AVAILABLE, f"serving version {served}")
+    if at_desired and scaled_to_zero(obs):
+        return READY_PHASE, Condition(READY, True, SCALED_TO_ZERO,
+                                      f"version {served} scaled to zero while idle (KEDA, minReplicas 0)")
     if at_desired and serving is not None and serving.rolled_out and previous_phase in (READY_PHASE, DEGRADED):
         return DEGRADED, Condition(READY, False, NO_READY_REPLICAS, "no ready replicas")
     return DEPLOYING, Condition(READY, serving_ok, ROLLING_OUT, f"rolling out version {obs.desired_version}")

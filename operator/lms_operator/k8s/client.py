@@ -98,6 +98,12 @@ class Kube:
         return await self.call("PATCH", path, {"fieldManager": FIELD_MANAGER, "force": "true"}, obj,  # type: ignore[no-any-return]
                                content_type="application/apply-patch+yaml")
 
+    async def patch(self, api_version: str, kind: str, namespace: str, name: str,
+                    patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of an object: a one-off change outside the fields server-side apply owns."""
+        return await self.call("PATCH", paths.item(api_version, kind, namespace, name),  # type: ignore[no-any-return]
+                               {"fieldManager": FIELD_MANAGER}, patch, content_type="application/merge-patch+json")
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
         """Delete exactly this object (uid precondition), its dependents in the background; gone is fine."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",

@@ -21,7 +21,7 @@ from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
 from lms_operator.reconcile.objectstore import object_store_condition
 from lms_operator.reconcile.repository import claim_condition
-from lms_operator.reconcile.serving import ensure_serving, read_serving
+from lms_operator.reconcile.serving import autoscaling_notes, autoscaling_status, ensure_serving, read_serving
 from lms_operator.resources import meta
 from lms_operator.resources.server import endpoints
 
@@ -85,7 +85,7 @@ def _notes_to_events(notes: list[str]) -> list[Event]:
     out = []
     for note in notes:
         reason, _, message = note.partition(": ")
-        out.append(Event("Warning" if reason == st.REBUILDING else "Normal", reason, message))
+        out.append(Event("Warning" if reason in (st.REBUILDING, st.KEDA_NOT_INSTALLED) else "Normal", reason, message))
     return out
 
 
@@ -109,6 +109,8 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, lms.name, metadata["uid"])
     obs = st.Observation(generation=generation, desired_version=key, previous_version=previous.get("modelVersion"),
                          endpoint=endpoints(lms))
+    obs.autoscaling, obs.scales_to_zero = autoscaling_status(lms, ctx.settings)
+    events += _notes_to_events(autoscaling_notes(previous, obs.autoscaling))
     claim = lms.spec.repository.pvc
     # An s3:// repository is not probed here: the Job and Triton use it with their own Secret's keys.
     obs.repository = object_store_condition(lms) if claim is None else ctx.claims.fresh(namespace, claim, time.monotonic())

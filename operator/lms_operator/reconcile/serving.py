@@ -1,16 +1,28 @@
-"""Ensure the Triton serving objects for a published version, and observe the Deployment."""
+"""Ensure the Triton serving objects for a published version, and observe the Deployment.
+
+The Deployment is applied without spec.replicas: the autoscaler (HPA or KEDA) owns them. When the
+autoscaler kind changes (KEDA installed or removed, or another metric), the other kind's object is
+deleted, and a Deployment that KEDA left at zero replicas is woken for an HPA (which never scales
+from zero).
+"""
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from lms_operator.api import schema
 from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService
 from lms_operator.reconcile.applied import bodies_digest, needs_apply, stamped
 from lms_operator.reconcile.context import Context, read_watched
 from lms_operator.reconcile.faults import fault_point
 from lms_operator.resources import meta
+from lms_operator.resources.autoscaling import SCALED_OBJECT_KIND, AutoscalerPlan, plan_autoscaler, stale_autoscaler
 from lms_operator.resources.render import serving_objects
+from lms_operator.resources.settings import BuildSettings
+
+AUTOSCALER_REPLACED = "AutoscalerReplaced"
+SCALED_UP_FROM_ZERO = "ScaledUpFromZero"
 
 
 def observe_deployment(deployment: dict[str, Any] | None) -> st.ServingObservation | None:
@@ -31,7 +43,65 @@ def observe_deployment(deployment: dict[str, Any] | None) -> st.ServingObservati
                else None)
     return st.ServingObservation(version=labels.get(meta.VERSION_LABEL), replicas=int(status.get("replicas", 0)),
                                  ready_replicas=int(status.get("readyReplicas", 0)), rolled_out=rolled_out,
-                                 stalled=stalled)
+                                 stalled=stalled, wanted=wanted)
+
+
+def autoscaling_status(lms: LargeModelService, settings: BuildSettings) -> tuple[st.Condition, bool]:
+    """The Autoscaling condition (False while a Triton metric waits for KEDA) and whether the
+    autoscaler may scale the Deployment to zero."""
+    plan = plan_autoscaler(lms, settings)
+    auto = lms.spec.autoscaling
+    bounds = f"{plan.min_replicas}-{auto.max_replicas} replicas"
+    if plan.fallback is not None:
+        return st.Condition(st.AUTOSCALING, False, st.KEDA_NOT_INSTALLED, f"{plan.fallback}; {bounds}"), False
+    if plan.kind == SCALED_OBJECT_KIND:
+        return st.Condition(st.AUTOSCALING, True, st.KEDA_SCALING,
+                            f"KEDA ScaledObject on {auto.metric} (target {auto.target}); {bounds}"), plan.scales_to_zero
+    return st.Condition(st.AUTOSCALING, True, st.HPA_SCALING,
+                        f"HorizontalPodAutoscaler on cpu (target {auto.target}%); {bounds}"), False
+
+
+def autoscaling_notes(previous: dict[str, Any], condition: st.Condition) -> list[str]:
+    """An Event's note when the autoscaler in charge changed since the last status (once, not per pass)."""
+    before = next((c for c in previous.get("conditions") or [] if c.get("type") == st.AUTOSCALING), None)
+    if before is not None and before.get("reason") == condition.reason:
+        return []
+    if condition.reason == st.KEDA_NOT_INSTALLED:
+        return [f"{condition.reason}: {condition.message}"]
+    return [f"{AUTOSCALER_REPLACED}: {condition.message}"] if before is not None else []
+
+
+def _ours(obj: dict[str, Any], lms: LargeModelService) -> bool:
+    """Whether this resource controls the object (its owner reference, as every child carries)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("kind") == schema.KIND and ref.get("name") == lms.name for ref in refs)
+
+
+async def remove_stale_autoscaler(ctx: Context, lms: LargeModelService) -> list[str]:
+    """Delete the autoscaler of the other kind, when it is this resource's (gone already is fine)."""
+    stale = stale_autoscaler(lms, ctx.settings)
+    if stale is None:
+        return []
+    api_version, kind, name = stale
+    found = await ctx.kube.get(api_version, kind, lms.namespace, name)
+    if found is None or not _ours(found, lms):
+        return []  # absent, or not ours (never KEDA's keda-hpa-*: another name)
+    await ctx.kube.delete(api_version, kind, lms.namespace, name, found["metadata"]["uid"])
+    return [f"{AUTOSCALER_REPLACED}: deleted {kind} {name}; {plan_autoscaler(lms, ctx.settings).kind} takes over"]
+
+
+async def wake_from_zero(ctx: Context, lms: LargeModelService, plan: AutoscalerPlan,
+                         deployment: dict[str, Any] | None) -> list[str]:
+    """An HPA leaves a Deployment at zero replicas alone, so one that KEDA scaled to zero is set to the
+    HPA's minimum once (a merge patch: replicas stay outside what server-side apply owns)."""
+    if plan.kind == SCALED_OBJECT_KIND or deployment is None:
+        return []
+    if int((deployment.get("spec") or {}).get("replicas", 1)) != 0:
+        return []
+    await ctx.kube.patch("apps/v1", "Deployment", lms.namespace, meta.server_name(lms),
+                         {"spec": {"replicas": plan.min_replicas}})
+    return [f"{SCALED_UP_FROM_ZERO}: {meta.server_name(lms)} had 0 replicas and the "
+            f"HorizontalPodAutoscaler never scales from zero; set to {plan.min_replicas}"]
 
 
 async def read_serving(ctx: Context, lms: LargeModelService) -> st.ServingObservation | None:
@@ -56,6 +126,9 @@ async def ensure_serving(ctx: Context, lms: LargeModelService, key: str,
     elif before.version != key:
         notes.append(f"RollingUpdate: Triton Deployment {meta.server_name(lms)} from version {before.version} to {key}")
     ctx.applied.forget(resource)  # a failure part-way applies everything again on the next pass
+    # The old autoscaler goes first: KEDA refuses a ScaledObject for a Deployment another HPA scales.
+    notes += await remove_stale_autoscaler(ctx, lms)
+    notes += await wake_from_zero(ctx, lms, plan_autoscaler(lms, ctx.settings), live)
     observed: st.ServingObservation | None = None
     deployment: dict[str, Any] | None = None
     # The stamped Deployment goes last: its digest then also vouches for the other three, so a
