@@ -23,6 +23,7 @@ def test_defaults_match_the_build_settings() -> None:
     got = config(["-A"])
     assert got.clusterwide and got.namespaces == () and not got.standalone
     assert (got.resync_seconds, got.metrics_port, got.liveness_port, got.repository_root) == (60.0, 8080, 8081, None)
+    assert got.keda_check_seconds == 30.0
     assert got.build_settings() == BuildSettings()
     assert got.build_settings(keda=True).keda
 
@@ -40,6 +41,11 @@ def test_flags_and_environment_together(tmp_path: Path) -> None:
                                                  prometheus_address="http://prom.monitoring:9090")
 
 
+def test_keda_check_period_from_flag_or_environment() -> None:
+    assert config(["-A"], {"LMS_KEDA_CHECK_SECONDS": "5"}).keda_check_seconds == 5.0
+    assert config(["-A", "--keda-check-seconds", "2"], {"LMS_KEDA_CHECK_SECONDS": "5"}).keda_check_seconds == 2.0
+
+
 def test_image_pull_secrets_are_a_comma_separated_list() -> None:
     got = config(["-A"], {"LMS_IMAGE_PULL_SECRETS": "regcred, mirror ,"})
     assert got.build_settings().image_pull_secrets == ("regcred", "mirror")
@@ -55,6 +61,8 @@ def test_an_empty_variable_counts_as_unset() -> None:
     ({"LMS_RESYNC_SECONDS": "-1"}, "LMS_RESYNC_SECONDS: must be positive (got -1.0)"),
     ({"LMS_RESYNC_SECONDS": "soon"}, "LMS_RESYNC_SECONDS: not a number (got 'soon')"),
     ({"LMS_RESYNC_SECONDS": "nan"}, "LMS_RESYNC_SECONDS: must be positive (got nan)"),
+    ({"LMS_KEDA_CHECK_SECONDS": "0"}, "LMS_KEDA_CHECK_SECONDS: must be positive (got 0.0)"),
+    ({"LMS_KEDA_CHECK_SECONDS": "often"}, "LMS_KEDA_CHECK_SECONDS: not a number (got 'often')"),
     ({"LMS_METRICS_PORT": "70000"}, "LMS_METRICS_PORT: not a port number (0-65535; 0 disables) (got 70000)"),
     ({"LMS_LIVENESS_PORT": "http"}, "LMS_LIVENESS_PORT: not an integer (got 'http')"),
     ({"LMS_COMPRESSION_CPU": "two"}, "LMS_COMPRESSION_CPU: not a Kubernetes quantity"),

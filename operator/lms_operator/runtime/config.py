@@ -124,6 +124,10 @@ SETTINGS: tuple[Setting, ...] = (
             parse=_path, check=_directory),
     Setting("resync_seconds", ("--resync-seconds",), "LMS_RESYNC_SECONDS", 60.0,
             "Period of the level-based resync sweep over every known resource.", parse=_seconds, check=_positive),
+    Setting("keda_check_seconds", ("--keda-check-seconds",), "LMS_KEDA_CHECK_SECONDS", 30.0,
+            "How often API discovery is asked whether KEDA (keda.sh/v1alpha1) is served (also at each resync); "
+            "when the answer changes, every resource switches between ScaledObject and HPA without a restart.",
+            parse=_seconds, check=_positive),
     Setting("metrics_port", ("--metrics-port",), "LMS_METRICS_PORT", 8080,
             "Prometheus /metrics port (0 disables).", parse=_integer, check=_port),
     Setting("liveness_port", ("--liveness-port",), "LMS_LIVENESS_PORT", 8081,
@@ -187,6 +191,7 @@ class OperatorConfig:
     standalone: bool = False
     repository_root: Path | None = None
     resync_seconds: float = 60.0
+    keda_check_seconds: float = 30.0
     metrics_port: int = 8080
     liveness_port: int = 8081
     image: str = _BUILD.image

@@ -12,6 +12,7 @@ and keeps it in kopf's memo, and the handlers call it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ import kopf
 from lms_operator.api import schema
 from lms_operator.reconcile.context import Context, read_watched
 from lms_operator.reconcile.run import Result, reconcile
+from lms_operator.resources.autoscaling import KEDA_API
 from lms_operator.runtime import metrics
 from lms_operator.runtime.slots import PrioritySlots
 
@@ -71,9 +73,12 @@ class Controller:
     """Locks, priority slots, coalescing, backoff, requeues and the resync of one operator process."""
 
     def __init__(self, ctx: Context, *, resync_seconds: float = 60.0, reconciler: Reconciler = reconcile,
-                 max_concurrent_passes: int = MAX_CONCURRENT_PASSES) -> None:
+                 max_concurrent_passes: int = MAX_CONCURRENT_PASSES, keda_check_seconds: float = 30.0) -> None:
         self.ctx = ctx
+        """Replaced (same caches, new build settings) when KEDA arrives or leaves."""
         self.resync_seconds = resync_seconds
+        self.keda_check_seconds = keda_check_seconds
+        self.keda_watcher: asyncio.Task[None] | None = None
         self.reconciler = reconciler
         self.locks: dict[str, asyncio.Lock] = {}
         self.known: set[tuple[str, str]] = set()
@@ -99,12 +104,17 @@ class Controller:
         Events: LookupError on kopf's event_queue_loop_var)."""
         if self.resyncer is None:
             self.resyncer = asyncio.create_task(self.resync_forever(), name="lms resync")
+        if self.keda_watcher is None:
+            self.keda_watcher = asyncio.create_task(self.watch_keda_forever(), name="lms keda discovery")
 
     def stop(self) -> None:
         """Cancel the resync, the planned requeues and the passes they started."""
         if self.resyncer is not None:
             self.resyncer.cancel()
             self.resyncer = None
+        if self.keda_watcher is not None:
+            self.keda_watcher.cancel()
+            self.keda_watcher = None
         for handle in self.requeues.values():
             handle.cancel()
         self.requeues.clear()
@@ -255,6 +265,7 @@ class Controller:
         several seconds at a time (bench/scale.py, paced phase).
         """
         while True:
+            await self.check_keda()
             resources = sorted(self.known)
             spacing = self.resync_seconds / max(1, len(resources))
             if not resources:
@@ -263,3 +274,33 @@ class Controller:
                 await asyncio.sleep(spacing)
                 if (namespace, name) in self.known:
                     await self.enqueue(namespace, name, "resync")
+
+    # -- KEDA arriving or leaving --------------------------------------------------------------
+
+    async def check_keda(self) -> bool:
+        """Ask API discovery whether keda.sh is served; when the answer differs from the build
+        settings, switch them and reconcile every resource, so that each one's autoscaler kind
+        follows without a restart. True when it switched; a failed discovery changes nothing."""
+        try:
+            served = await self.ctx.kube.api_exists(KEDA_API)
+        except Exception as exc:
+            log.warning("cannot tell whether KEDA (%s) is served, keeping keda=%s: %s",
+                        KEDA_API, self.ctx.settings.keda, exc)
+            return False
+        if served == self.ctx.settings.keda:
+            return False
+        self.ctx = dataclasses.replace(self.ctx, settings=dataclasses.replace(self.ctx.settings, keda=served))
+        log.warning("KEDA (%s) is %s: reconciling %d resources to %s", KEDA_API,
+                    "now served" if served else "no longer served", len(self.known),
+                    "ScaledObjects for Triton metrics" if served else "HorizontalPodAutoscalers on CPU")
+        for namespace, name in sorted(self.known):
+            task = asyncio.ensure_future(self.enqueue(namespace, name, "requeue"))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def watch_keda_forever(self) -> None:
+        """Discovery every keda_check_seconds (the resync sweep asks too)."""
+        while True:
+            await asyncio.sleep(self.keda_check_seconds)
+            await self.check_keda()
