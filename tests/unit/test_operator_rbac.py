@@ -37,6 +37,8 @@ def test_every_call_of_the_operator_is_allowed() -> None:
         group = {"services": "", "poddisruptionbudgets": "policy", "horizontalpodautoscalers": "autoscaling",
                  "scaledobjects": "keda.sh"}[kind]
         calls += [(group, kind, "create"), (group, kind, "patch")]
+    calls += [(group, kind, verb) for group, kind in (("autoscaling", "horizontalpodautoscalers"),
+                                                      ("keda.sh", "scaledobjects")) for verb in ("get", "delete")]
     missing = [c for c in calls if not allowed(*c)]
     assert missing == []
 
@@ -50,3 +52,9 @@ def test_every_kind_the_client_knows_is_covered() -> None:
     for (api_version, _kind), plural in PLURALS.items():
         group = api_version.split("/")[0] if "/" in api_version else ""
         assert (group, plural) in granted, plural
+
+
+def test_delete_only_on_jobs_and_the_two_autoscaler_kinds() -> None:
+    deletable = {(g, r) for rule in rules() if "delete" in rule["verbs"]
+                 for g in rule["apiGroups"] for r in rule["resources"]}
+    assert deletable == {("batch", "jobs"), ("autoscaling", "horizontalpodautoscalers"), ("keda.sh", "scaledobjects")}

@@ -78,12 +78,13 @@ is the source of truth; tests/unit/test_chart.py keeps the two identical). No wi
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [create, patch]
+# Autoscalers: applied, and the other kind read (owner check) and deleted by uid when the kind switches.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [create, patch]
+  verbs: [get, create, patch, delete]
 # Events on the resource for each step.
 - apiGroups: [""]
   resources: [events]
