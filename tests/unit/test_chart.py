@@ -24,12 +24,12 @@ CHART = ROOT / "charts" / "lms-operator"
 K8S_VERSION = "1.36.0"
 RELEASE_NS = "lms-system"
 # Kinds outside the Kubernetes schemas: their own CRDs ship in the chart (kopf) or are optional.
-CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor"}
+CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "PodMonitor"}
 VALUE_SETS: dict[str, list[str]] = {
     "cluster-wide": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
     "s3": ["--set", "s3.secret=lms-s3", "--set", "s3.operatorSecret=lms-operator-s3", "--set", "watchNamespaces={team-a}"],
-    "everything": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "repository.existingClaim=lms-models",
+    "everything": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true", "--set", "repository.existingClaim=lms-models",
                    "--set", "image.digest=sha256:" + "a" * 64, "--set", "peering.enabled=false",
                    "--set", "replicaCount=2", "--set", "networkPolicy.enabled=true",
                    "--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring"],
@@ -353,3 +353,28 @@ def test_notes_tell_the_next_step(tmp_path: Path) -> None:
         assert f"kubectl apply -f examples/minilm-cpu.yaml{ns_flag}" in notes
         assert f"kubectl get lms{ns_flag}" in notes
         assert "rollout status deployment/lms-lms-operator" in notes
+
+
+def test_pod_monitor_scrapes_the_triton_metrics_port_when_asked() -> None:
+    assert of_kind(render([]), "PodMonitor") == []  # off by default
+    (monitor,) = of_kind(render(["--set", "podMonitor.enabled=true", "--set", "podMonitor.interval=5s",
+                                 "--set", "podMonitor.labels.release=prometheus"]), "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "5s"}]
+    # It selects exactly the Triton pods the operator renders, by the port name they carry.
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.resources.render import serving_objects
+    from lms_operator.resources.settings import BuildSettings
+    from tests.unit.conftest import load_example
+
+    deployment = serving_objects(parse_spec(load_example("minilm-cpu.yaml")), "k", BuildSettings())[0]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert "metrics" in {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    (scoped,) = of_kind(render(["--set", "podMonitor.enabled=true", "--set", "watchNamespaces={team-a,team-b}"]),
+                        "PodMonitor")
+    assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    refused = helm("template", "lms", str(CHART), "--set", "podMonitor.interval=often", check=False)
+    assert refused.returncode != 0 and "interval" in refused.stderr
