@@ -31,6 +31,8 @@ def test_crd_shape() -> None:
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "priority": 1} in version["additionalPrinterColumns"]  # ScaledToZero explains Ready with 0 replicas
     assert {"Phase", "Device", "Ready", "Ratio", "Score", "Endpoint", "Age"} <= columns
 
 

@@ -392,6 +392,8 @@ PRINTER_COLUMNS = [
     {"name": "Ratio", "type": "number", "jsonPath": ".status.compression.ratio"},
     {"name": "Score", "type": "number", "jsonPath": ".status.compression.score"},
     {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion", "priority": 1},
+    # Why Ready is what it is (e.g. ScaledToZero: Ready with 0 replicas), in `kubectl get lms -o wide`.
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.http"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
