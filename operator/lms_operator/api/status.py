@@ -257,7 +257,8 @@ def phase_and_readiness(obs: Observation, served: str | None, previous_phase: st
         return READY_PHASE, Condition(READY, True, AVAILABLE, f"serving version {served}")
     if at_desired and scaled_to_zero(obs):
         return READY_PHASE, Condition(READY, True, SCALED_TO_ZERO,
-                                      f"version {served} scaled to zero while idle (KEDA, minReplicas 0)")
+                                      f"version {served} scaled to zero while idle (KEDA, minReplicas 0); "
+                                      "minReplicas 1 brings it back")
     if at_desired and serving is not None and serving.rolled_out and previous_phase in (READY_PHASE, DEGRADED):
         return DEGRADED, Condition(READY, False, NO_READY_REPLICAS, "no ready replicas")
     return DEPLOYING, Condition(READY, serving_ok, ROLLING_OUT, f"rolling out version {obs.desired_version}")
