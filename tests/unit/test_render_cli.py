@@ -26,6 +26,17 @@ def test_render_is_stable_and_complete() -> None:
     assert "creationTimestamp" not in first.stdout
 
 
+def test_render_with_and_without_keda() -> None:
+    example = str(EXAMPLES / "minilm-gpu.yaml")  # metric queueLatency
+    plain = {doc["kind"]: doc for doc in yaml.safe_load_all(lms("render", example).stdout)}
+    assert "ScaledObject" not in plain
+    assert "KEDA is not installed" in plain["HorizontalPodAutoscaler"]["metadata"]["annotations"][
+        "lms.dev/autoscaling-fallback"]
+    keda = {doc["kind"]: doc for doc in yaml.safe_load_all(lms("render", example, "--keda").stdout)}
+    assert "HorizontalPodAutoscaler" not in keda
+    assert keda["ScaledObject"]["spec"]["triggers"][0]["metricType"] == "Value"
+
+
 def test_render_json() -> None:
     result = lms("render", str(EXAMPLES / "minilm-gpu.yaml"), "-o", "json")
     assert result.returncode == 0, result.stderr

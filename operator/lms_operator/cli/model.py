@@ -12,6 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("spec", help="LargeModelService YAML file")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     render.add_argument("--image", help="compression image (default: $LMS_IMAGE or the operator's)")
+    render.add_argument("--keda", action="store_true",
+                        help="render as on a cluster that serves KEDA (a ScaledObject for Triton metrics; "
+                             "without it the operator falls back to an HPA on CPU)")
     render.set_defaults(func=run_render)
 
     validate = subparsers.add_parser("validate", help="check LargeModelService files; one line per problem")
@@ -52,6 +55,8 @@ def run_render(args: argparse.Namespace) -> int:
         return 2
     if args.image:
         settings = dataclasses.replace(settings, image=args.image)
+    if args.keda:
+        settings = dataclasses.replace(settings, keda=True)
     objects = all_objects(lms, settings)
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2, sort_keys=True))
