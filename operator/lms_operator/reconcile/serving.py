@@ -22,6 +22,7 @@ from lms_operator.resources.render import serving_objects
 from lms_operator.resources.settings import BuildSettings
 
 AUTOSCALER_REPLACED = "AutoscalerReplaced"
+AUTOSCALER_CHANGED = "AutoscalerChanged"
 SCALED_UP_FROM_ZERO = "ScaledUpFromZero"
 
 
@@ -68,7 +69,7 @@ def autoscaling_notes(previous: dict[str, Any], condition: st.Condition) -> list
         return []
     if condition.reason == st.KEDA_NOT_INSTALLED:
         return [f"{condition.reason}: {condition.message}"]
-    return [f"{AUTOSCALER_REPLACED}: {condition.message}"] if before is not None else []
+    return [f"{AUTOSCALER_CHANGED}: {condition.message}"] if before is not None else []
 
 
 def _ours(obj: dict[str, Any], lms: LargeModelService) -> bool:
