@@ -1,7 +1,9 @@
 # Local control plane for the sandbox and the e2e tests (no Docker needed).
 #   make tools          build or reuse pinned kube-apiserver, kube-controller-manager,
-#                       kube-scheduler, kubectl, etcd, kwok, kwokctl, helm, versitygw (S3); prints their folder
-#   make sandbox        cluster + CRD + operator + pod runner in the background (.sandbox/)
+#                       kube-scheduler, kubectl, etcd, kwok, kwokctl, helm, versitygw (S3), KEDA,
+#                       Prometheus; prints their folder
+#   make sandbox        cluster + CRD + operator + pod runner in the background (.sandbox/);
+#                       AUTOSCALING=1 adds Prometheus and KEDA (sandbox/autoscaling.sh)
 #   make sandbox-down   stop all of it, delete the cluster, remove .sandbox/
 #   make upload-example copy the bundled MiniLM to the sandbox bucket (examples/minilm-s3.yaml)
 #   make test-e2e       e2e tests on a fresh local cluster (or $KUBECONFIG when set)
@@ -16,8 +18,10 @@ LMS_IMAGE ?= lms-operator:dev
 tools:
 	@tools/build.sh
 
+AUTOSCALING ?= 0
+
 sandbox: venv
-	@sandbox/up.sh
+	@AUTOSCALING=$(AUTOSCALING) sandbox/up.sh
 
 sandbox-down:
 	@sandbox/down.sh

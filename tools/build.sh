@@ -15,6 +15,9 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 VERSITYGW_VERSION=v1.8.0
+KEDA_VERSION=v2.21.0
+PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus release 3.16.0
+PROMETHEUS_RELEASE=3.16.0
 # Fixed so that rebuilding the same version links the same binary.
 BUILD_DATE=2026-01-01T00:00:00Z
 
@@ -29,7 +32,7 @@ fi
 
 log() { echo "tools: $*" >&2; }
 
-# build COMPONENT VERSION MODULE_DIR LDFLAGS PKG[=NAME]...
+# [BUILD_TAGS=a,b] build COMPONENT VERSION MODULE_DIR LDFLAGS PKG[=NAME]...
 # Builds every PKG (binary NAME, default its last path element) into
 # TOOLS_DIR/COMPONENT-VERSION unless all binaries are already there.
 build() {
@@ -45,7 +48,7 @@ build() {
     local start=$SECONDS partial="$dest/.partial"
     rm -rf "$partial"
     mkdir -p "$partial"
-    (cd "$here/$moddir" && go build -trimpath -p 2 -ldflags "$ldflags" -o "$partial/" "${pkgs[@]}")
+    (cd "$here/$moddir" && go build -trimpath -p 2 ${BUILD_TAGS:+-tags "$BUILD_TAGS"} -ldflags "$ldflags" -o "$partial/" "${pkgs[@]}")
     for spec in "$@"; do
       mv -f "$partial/$(go_out_name "${spec%%=*}")" "$dest/$(bin_name "$spec")"
     done
@@ -96,5 +99,24 @@ build helm "$HELM_VERSION" helm "-s -w -X helm.sh/helm/v3/internal/version.versi
 # The sandbox's S3-compatible object store (posix backend), a host process like the control plane.
 build versitygw "$VERSITYGW_VERSION" versitygw "-s -w -X main.Version=$VERSITYGW_VERSION -X main.Build=release -X main.BuildTime=$BUILD_DATE" \
   github.com/versity/versitygw/cmd/versitygw
+
+# Autoscaling in the sandbox (`make sandbox AUTOSCALING=1`, the autoscaling e2e tests): KEDA's
+# operator and metrics API server, and Prometheus with only Kubernetes service discovery
+# compiled in. KEDA's CRDs come from the same module version, next to the binaries.
+build keda "$KEDA_VERSION" keda "-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION -X github.com/kedacore/keda/v2/version.GitCommit=release" \
+  github.com/kedacore/keda/v2/cmd/operator=keda-operator \
+  github.com/kedacore/keda/v2/cmd/adapter=keda-adapter
+keda_crds="$TOOLS_DIR/keda-$KEDA_VERSION/crds"
+if [[ ! -f "$keda_crds/keda.sh_scaledobjects.yaml" ]]; then
+  keda_src="$(cd "$here/keda" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)"
+  mkdir -p "$keda_crds"
+  cp "$keda_src"/config/crd/bases/keda.sh_*.yaml "$keda_crds/"
+  chmod 0644 "$keda_crds"/*.yaml
+fi
+ln -sfn "$keda_crds" "$CURRENT/keda-crds"
+
+BUILD_TAGS=remove_all_sd,enable_kubernetes_sd \
+build prometheus "$PROMETHEUS_VERSION" prometheus "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.BuildDate=$BUILD_DATE" \
+  github.com/prometheus/prometheus/cmd/prometheus
 
 echo "$CURRENT"
