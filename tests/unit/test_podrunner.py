@@ -275,3 +275,72 @@ def test_fake_pod_ip_is_stable_distinct_and_in_status() -> None:
     assert all(ip.startswith("10.") and 1 <= int(ip.rsplit(".", 1)[1]) <= 254 for ip in ips)
     body = pod_status([ContainerState(name="c")], "Always", "t0", pod_ip="10.1.2.3")
     assert body["podIP"] == "10.1.2.3" and body["podIPs"] == [{"ip": "10.1.2.3"}] and body["hostIP"] == "127.0.0.1"
+
+
+class _Runner:
+    """Stands in for the API side of the pod runner: records status patches and deletions."""
+
+    def __init__(self, state_dir: Path) -> None:
+        import os
+        import sys
+        import threading
+
+        self.state_dir = state_dir
+        self.bin_dir = str(Path(sys.executable).parent)
+        self.base_env = dict(os.environ)
+        self.lock = threading.Lock()
+        self.draining: set[Any] = set()
+        self.statuses: list[dict[str, Any]] = []
+
+    def patch_status(self, ns: str, name: str, status: dict[str, Any]) -> bool:
+        self.statuses.append(status)
+        return True
+
+    def annotate(self, *args: Any) -> None: ...
+    def delete_pod(self, *args: Any) -> None: ...
+    def lookup(self, *args: Any) -> None: ...
+    def materialize_volume(self, *args: Any) -> None: ...
+    def track(self, proc: Any) -> None: ...
+    def untrack(self, proc: Any) -> None: ...
+
+
+TERM_RECORDER = """
+import signal, sys, time
+def term(*_):
+    open(sys.argv[1], "w").write(repr(time.monotonic()))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+open(sys.argv[1] + ".up", "w").write("up")
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize(("lifecycle", "graceful", "min_wait"), [
+    ({"preStop": {"sleep": {"seconds": 2}}}, True, 1.9),
+    ({"preStop": {"exec": {"command": ["sh", "-c", "sleep 1.5"]}}}, True, 1.4),
+    ({"preStop": {"exec": {"command": ["sh", "-c", "sleep 0.1; sleep 1"]}}}, True, 1.0),
+    ({"preStop": {"sleep": {"seconds": 20}}}, False, 0.0),     # the runner shutting down skips it
+])
+def test_deleted_pod_runs_prestop_before_sigterm(tmp_path: Path, lifecycle: dict[str, Any], graceful: bool,
+                                                 min_wait: float) -> None:
+    import time
+
+    from lms_harness.podrunner import PodWorker
+    from lms_harness.processes import wait_until
+
+    marker = tmp_path / "term"
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
+           "spec": {"terminationGracePeriodSeconds": 10, "restartPolicy": "Always", "containers": [
+               {"name": "main", "command": ["python", "-c", TERM_RECORDER, str(marker)], "lifecycle": lifecycle}]}}
+    runner = _Runner(tmp_path)
+    worker = PodWorker(runner, pod)  # type: ignore[arg-type]
+    worker.start()
+    wait_until(lambda: (tmp_path / "term.up").exists(), 30, "the container to start")
+    assert runner.statuses[-1]["podIP"].startswith("10.")
+    stopped = time.monotonic()
+    worker.stop(delete=False, graceful=graceful)
+    worker.join(30)
+    assert not worker.is_alive()
+    waited = float(marker.read_text()) - stopped
+    assert min_wait <= waited < min_wait + 3.0, waited
