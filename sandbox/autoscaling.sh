@@ -111,7 +111,11 @@ keda_up() {
   certs
   "${kubectl[@]}" create namespace keda --dry-run=client -o yaml | "${kubectl[@]}" apply --server-side -f - >&2
   "${kubectl[@]}" apply --server-side --force-conflicts -f "$bin/keda-crds/" >&2
-  "${kubectl[@]}" wait --for=condition=Established crd/scaledobjects.keda.sh --timeout=60s >&2
+  local deadline=$((SECONDS + 60))
+  until [[ "$("${kubectl[@]}" get crd scaledobjects.keda.sh -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" == True ]]; do
+    (( SECONDS < deadline )) || { echo "autoscaling: KEDA's CRDs not established" >&2; exit 1; }
+    sleep 0.5
+  done
 
   local grpc_port probe_port api_port
   if ! [[ -f "$dir/keda-operator.pid" ]] || ! kill -0 "$(cat "$dir/keda-operator.pid")" 2>/dev/null; then

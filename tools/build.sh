@@ -107,10 +107,10 @@ build keda "$KEDA_VERSION" keda "-s -w -X github.com/kedacore/keda/v2/version.Ve
   github.com/kedacore/keda/v2/cmd/operator=keda-operator \
   github.com/kedacore/keda/v2/cmd/adapter=keda-adapter
 keda_crds="$TOOLS_DIR/keda-$KEDA_VERSION/crds"
-if [[ ! -f "$keda_crds/keda.sh_scaledobjects.yaml" ]]; then
+if [[ ! -f "$keda_crds/eventing.keda.sh_cloudeventsources.yaml" ]]; then
   keda_src="$(cd "$here/keda" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)"
   mkdir -p "$keda_crds"
-  cp "$keda_src"/config/crd/bases/keda.sh_*.yaml "$keda_crds/"
+  cp "$keda_src"/config/crd/bases/*.yaml "$keda_crds/"
   chmod 0644 "$keda_crds"/*.yaml
 fi
 ln -sfn "$keda_crds" "$CURRENT/keda-crds"
