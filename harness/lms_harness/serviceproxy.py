@@ -217,9 +217,23 @@ class ProxyLoop:
         self.call(route.close())
 
     def stop(self) -> None:
+        """End every forwarded connection, then the loop (so nothing is left to close after it)."""
         if self.loop.is_running():
+            try:
+                self.call(_cancel_all(), timeout=5)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # -- the controller: Services, EndpointSlices, pods -> routes -------------------------------------
