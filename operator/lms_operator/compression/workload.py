@@ -69,8 +69,10 @@ def text_workload(src: SourceModel, lms: LargeModelService, base_dir: Path) -> W
     timing_sents = (text.train * (TIMING_BATCH // max(1, len(text.train)) + 1))[:TIMING_BATCH]
     timing = feeds(timing_sents, TIMING_BATCH, "max_length")[0]
     ex = feeds(text.train[:2], 2)[0]
+    calibration = text.calibration[: comp.quantization.calibration_samples]
+    text.info["calibration"]["used"] = len(calibration)  # quantization.calibrationSamples of them calibrate
     return Workload(eval_feeds=feeds(held, 32), labels=labels,
-                    calib_feeds=feeds(text.calibration[: comp.quantization.calibration_samples], 8),
+                    calib_feeds=feeds(calibration, 8),
                     timing_feed=timing, example={k: torch.from_numpy(v) for k, v in ex.items()},
                     train_text=text.train, tokenizer=tok, source=text.source, data_info=text.info,
                     eval_sha256=text.info["evaluation"].get("sha256"))
