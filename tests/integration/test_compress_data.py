@@ -65,7 +65,7 @@ def test_evaluation_data_drives_the_gate_and_every_text_technique_runs(tmp_path:
     q = s["quality"]
     assert q["metric"] == "similarity" and q["samples"] == 16 and q["passed"] and 0.3 <= q["score"] <= 1.0
     assert q["data_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert s["variant"] == "distilled+pruned+int8-per-channel"
+    assert s["variant"] in ("distilled+pruned+int8-per-channel", "distilled+pruned+int8-per-channel+fused")
     report = json.loads((tmp_path / "root" / s["path"] / "report.json").read_text())
     data = report["data"]
     assert data["evaluation"] == {"source": str(path), "sha256": q["data_sha256"], "samples": 16}

@@ -186,17 +186,19 @@ def variant_note(chosen: search.Candidate, details: dict[str, Any], baseline_ms:
     return "; ".join(notes) or None
 
 
-def quantize_variant(base_fp32: Path, base_pre: Path, quant: str, out: Path, work: Workload) -> Path:
+def quantize_variant(base_fp32: Path, base_pre: Path, quant: str, out: Path, work: Workload) -> tuple[Path, dict[str, Any]]:
+    """The quantized model and what the report should say about it (static int8: the nodes left fp32)."""
     from lms_operator.compression import quantize as q
 
     if quant == "fp32":
-        return base_pre
+        return base_pre, {}
     if quant.startswith("int8-"):
-        return q.quantize_dynamic_int8(base_pre, out, per_channel=quant.endswith("per-channel"))
+        return q.quantize_dynamic_int8(base_pre, out, per_channel=quant.endswith("per-channel")), {}
     if quant.startswith("qdq-"):
-        return q.quantize_static_qdq(base_pre, out, per_channel=quant.endswith("per-channel"), feeds=work.calib_feeds)
+        path, plan = q.quantize_static_qdq(base_pre, out, per_channel=quant.endswith("per-channel"), feeds=work.calib_feeds)
+        return path, {"static": plan.to_dict()}
     if quant == "fp16":
-        return q.convert_fp16(base_fp32, out)
+        return q.convert_fp16(base_fp32, out), {}
     raise CompressionError(f"unknown quantization variant {quant}")
 
 
@@ -323,8 +325,11 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     with sw.stage("reference"):
         base_sess = ev.session(base_fp32["original"], device)
         reference = ev.run_feeds(base_sess, work.eval_feeds)
-    candidates = build_candidates(lms, base_fp32, wanted, work, sw)
+    candidates = build_candidates(lms, base_fp32, wanted, work, sw, src.module)
     baseline_ms, timing_rounds = score_candidates(candidates, base_sess, reference, work, gate, device, sw)
+    from lms_operator.compression.fusion import decide
+
+    details["fusion"] = decide(candidates) or "not applied (not a text transformer, or fp16)"
     original_bytes = onnx_bytes(base_fp32["original"])
     objective = lms.spec.compression.objective
     chosen = search.select(candidates, objective)
@@ -402,25 +407,45 @@ def _first_line(exc: Exception) -> str:
 
 
 def build_candidates(lms: LargeModelService, base_fp32: dict[str, Path], wanted: list[str], work: Workload,
-                     sw: Stopwatch) -> list[search.Candidate]:
-    """Every base times every quantization the spec asks for; one that cannot be built is kept with its error."""
+                     sw: Stopwatch, module: Any = None) -> list[search.Candidate]:
+    """Every base times every quantization the spec asks for, for a text transformer each also
+    fused (fusion.decide keeps the faster twin); one that cannot be built is kept with its error."""
     from tqdm import tqdm
 
+    from lms_operator.compression import fusion
     from lms_operator.compression import quantize as q
     from lms_operator.compression.export import onnx_bytes
 
     comp = lms.spec.compression
     quants = search.quant_variants(comp.quantization.mode, comp.quantization.per_channel, comp.variant_search)
+    fuse = lms.spec.model.task in fusion.TEXT_TASKS and "fp16" not in quants
+    combos = [(b, qv, f) for b in wanted for qv in quants for f in ((False, True) if fuse else (False,))]
     candidates: list[search.Candidate] = []
     with sw.stage("quantize"):
         pre: dict[str, Path] = {}
-        for b, qv in tqdm([(b, qv) for b in wanted for qv in quants], desc="variants", unit="variant",
-                          file=sys.stderr):
-            cand = search.Candidate(variant=qv if b == "original" else f"{b}+{qv}", base=b, quantization=qv)
+        fused: dict[str, tuple[Path, dict[str, int]] | Exception] = {}
+        for b, qv, f in tqdm(combos, desc="variants", unit="variant", file=sys.stderr):
+            name = (qv if b == "original" else f"{b}+{qv}") + (fusion.FUSED if f else "")
+            cand = search.Candidate(variant=name, base=b, quantization=qv)
             try:
-                if b not in pre:
-                    pre[b] = q.preprocess(base_fp32[b], base_fp32[b].with_name("pre.onnx"))
-                out = quantize_variant(base_fp32[b], pre[b], qv, base_fp32[b].with_name(f"{qv}.onnx"), work)
+                if f:
+                    if b not in fused:
+                        try:
+                            fused[b] = fusion.fuse_transformer(base_fp32[b], base_fp32[b].with_name("fused.onnx"),
+                                                               *fusion.attention_shape(module, b))
+                        except Exception as exc:
+                            fused[b] = exc
+                    got = fused[b]
+                    if isinstance(got, Exception):
+                        raise got
+                    src_fp32, counts = got
+                    cand.extra["fused_ops"] = counts
+                    out, info = quantize_variant(src_fp32, src_fp32, qv, base_fp32[b].with_name(f"{qv}-fused.onnx"), work)
+                else:
+                    if b not in pre:
+                        pre[b] = q.preprocess(base_fp32[b], base_fp32[b].with_name("pre.onnx"))
+                    out, info = quantize_variant(base_fp32[b], pre[b], qv, base_fp32[b].with_name(f"{qv}.onnx"), work)
+                cand.extra.update(info)
                 cand.path = str(out)
                 cand.compressed_bytes = onnx_bytes(out)
             except Exception as exc:  # a variant that cannot be built is reported, not fatal

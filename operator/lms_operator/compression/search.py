@@ -56,7 +56,7 @@ def bases(pruning: bool, distillation: bool, search: bool) -> list[str]:
 def select(candidates: list[Candidate], objective: str = "latency") -> Candidate | None:
     """The passing candidate that best meets the objective: the fastest (ties: smaller, then better
     score) or the smallest (ties: faster, then better score)."""
-    ok = [c for c in candidates if c.passed and c.error is None]
+    ok = [c for c in candidates if c.passed and c.error is None and not c.extra.get("set_aside")]
     if not ok:
         return None
     if objective == "size":
@@ -80,7 +80,8 @@ def summary_line(candidates: list[Candidate], original_bytes: int, baseline_ms: 
         size = f" {row['size_ratio']}x smaller" if row["size_ratio"] else ""
         speed = f" {row['speedup']}x faster" if row["speedup"] else ""
         score = "" if row["score"] is None else f" {row['score']:.4f}"
-        parts.append(f"{'*' if c is chosen else ''}{c.variant}{size}{speed}{' fails' if not c.passed else ''}{score}")
+        aside = " set aside" if c.extra.get("set_aside") else ""
+        parts.append(f"{'*' if c is chosen else ''}{c.variant}{size}{speed}{' fails' if not c.passed else ''}{score}{aside}")
     line = "; ".join(parts)
     return line if len(line) <= SUMMARY_LIMIT else line[:SUMMARY_LIMIT - 3] + "..."
 
