@@ -157,7 +157,7 @@ def test_level_counts_errors_by_message_and_stops_on_the_event() -> None:
         records: list[RequestRecord] = []
         asyncio.get_running_loop().call_later(0.3, stop.set)
         result = await _level(pool, "m", PAYLOAD, 4, None, None, None, stop=stop, records=records,
-                              errors_by_message=errors)
+                              errors_by_message=errors, error_backoff_s=0.05)
         await pool.close()
         return result, errors, records
 
@@ -168,3 +168,4 @@ def test_level_counts_errors_by_message_and_stops_on_the_event() -> None:
     assert result.first_error == "unavailable"
     assert result.requests == len(records)
     assert all(r.error == "unavailable" for r in failed)
+    assert len(failed) < 4 * 0.35 / 0.05 + 4    # each failing worker waited before its next request

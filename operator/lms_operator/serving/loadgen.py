@@ -143,11 +143,12 @@ async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray]
                  stop: threading.Event | None = None,
                  on_result: Callable[[RequestRecord], None] | None = None,
                  records: list[RequestRecord] | None = None,
-                 errors_by_message: Counter[str] | None = None) -> LevelResult:
+                 errors_by_message: Counter[str] | None = None, error_backoff_s: float = 0.0) -> LevelResult:
     """Closed loop: each worker sends its next request when the previous answers, until a budget or `stop`.
 
     Every request is counted: a success in the latencies, a failure in `errors` (and by message);
-    each one also goes to `on_result` and `records` when given.
+    each one also goes to `on_result` and `records` when given. After a failure the worker waits
+    `error_backoff_s` before its next request (a Service with no ready replica fails requests at once).
     """
     tensors = infer_inputs(payload)
     items = int(next(iter(payload.values())).shape[0])
@@ -185,6 +186,8 @@ async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray]
                 if errors_by_message is not None:
                     errors_by_message[message] += 1
                 record(RequestRecord(wall, latency, False, message))
+                if error_backoff_s > 0:
+                    await asyncio.sleep(error_backoff_s)
                 continue
             finally:
                 pool.release(conn)
@@ -319,12 +322,14 @@ async def run_load_async(url: str, model: str, concurrency: int, *, duration_s: 
                          max_requests: int | None = None, connections: int = 1, reconnect_s: float | None = None,
                          sequence_length: int = 32, batch: int = 1, stop: threading.Event | None = None,
                          on_result: Callable[[RequestRecord], None] | None = None, keep_records: bool = True,
-                         progress: Callable[[str], None] | None = None) -> LoadRun:
+                         progress: Callable[[str], None] | None = None, error_backoff_s: float = 0.05) -> LoadRun:
     """One closed-loop level against `url` (a gRPC host:port) until duration_s, max_requests or `stop`.
 
     Every request ends up as a RequestRecord: passed to `on_result` (called on the load's event
     loop thread: keep it quick and thread-safe) and kept in LoadRun.records unless keep_records
     is False. Requests in flight when `stop` is set still finish and are reported. No warm-up.
+    A worker whose request failed waits `error_backoff_s` before the next one, so a Service with no
+    ready replica does not turn the load into a busy loop of instant failures (each still counted).
     """
     if duration_s is None and max_requests is None and stop is None:
         raise ValueError("run_load needs duration_s, max_requests or stop, or it never ends")
@@ -337,7 +342,7 @@ async def run_load_async(url: str, model: str, concurrency: int, *, duration_s: 
         meta = await control.get_model_metadata(model, as_json=True)
         payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
         level = await _level(pool, model, payload, concurrency, max_requests, duration_s, progress, stop, on_result,
-                             records if keep_records else None, errors)
+                             records if keep_records else None, errors, error_backoff_s)
     finally:
         await pool.close()
         await control.close()
