@@ -335,17 +335,19 @@ async def run_load_async(url: str, model: str, concurrency: int, *, duration_s: 
         raise ValueError("run_load needs duration_s, max_requests or stop, or it never ends")
     factory = grpc_client_factory(url)
     pool = ClientPool(factory, connections, reconnect_s)
-    control = factory()
+    control = factory()   # the model's inputs; closed at once so no idle connection pins a replica
+    try:
+        meta = await control.get_model_metadata(model, as_json=True)
+    finally:
+        await control.close()
+    payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
     records: list[RequestRecord] = []
     errors: Counter[str] = Counter()
     try:
-        meta = await control.get_model_metadata(model, as_json=True)
-        payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
         level = await _level(pool, model, payload, concurrency, max_requests, duration_s, progress, stop, on_result,
                              records if keep_records else None, errors, error_backoff_s)
     finally:
         await pool.close()
-        await control.close()
     return LoadRun(level, records, errors, pool.opened)
 
 
