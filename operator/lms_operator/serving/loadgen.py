@@ -244,6 +244,8 @@ async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_re
         meta = await client.get_model_metadata(model, as_json=True)
         payload = synthetic_inputs(meta["inputs"], batch, sequence_length)
         stats_model = await batched_model(client, model) if stats else model
+        if not stats:
+            await client.close()   # not needed again: no idle connection left on one replica
         await _level(pool, model, payload, 1, warmup, 60.0, None)
         results = []
         for concurrency in concurrencies:
