@@ -138,6 +138,31 @@ def infer_inputs(payload: Mapping[str, np.ndarray]) -> list[Any]:
     return tensors
 
 
+@dataclass
+class _Tally:
+    """Where each request's outcome goes: latencies or error counts, plus the caller's sinks."""
+
+    records: list[RequestRecord] | None = None
+    on_result: Callable[[RequestRecord], None] | None = None
+    errors_by_message: Counter[str] | None = None
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+
+    def add(self, rec: RequestRecord) -> None:
+        if rec.ok:
+            self.latencies.append(rec.latency_s)
+        else:
+            self.errors += 1
+            self.first_error = self.first_error or rec.error
+            if self.errors_by_message is not None:
+                self.errors_by_message[rec.error or ""] += 1
+        if self.records is not None:
+            self.records.append(rec)
+        if self.on_result is not None:
+            self.on_result(rec)
+
+
 async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray], concurrency: int,
                  max_requests: int | None, max_seconds: float | None, progress: Callable[[str], None] | None,
                  stop: threading.Event | None = None,
@@ -152,9 +177,7 @@ async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray]
     """
     tensors = infer_inputs(payload)
     items = int(next(iter(payload.values())).shape[0])
-    latencies: list[float] = []
-    errors = 0
-    first_error: list[str] = []
+    tally = _Tally(records, on_result, errors_by_message)
     issued = 0
     start = time.perf_counter()
     deadline = start + max_seconds if max_seconds is not None else float("inf")
@@ -163,37 +186,22 @@ async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray]
     def more() -> bool:
         return issued < budget and time.perf_counter() < deadline and not (stop is not None and stop.is_set())
 
-    def record(rec: RequestRecord) -> None:
-        if records is not None:
-            records.append(rec)
-        if on_result is not None:
-            on_result(rec)
-
     async def worker(index: int) -> None:
-        nonlocal issued, errors
+        nonlocal issued
         while more():
             issued += 1
             conn = pool.acquire(index)
             wall, t0 = time.time(), time.perf_counter()
             try:
                 await conn.client.infer(model, tensors)
+                rec = RequestRecord(wall, time.perf_counter() - t0, True, None)
             except Exception as exc:  # noqa: BLE001 - counted and reported, the sweep goes on
-                latency = time.perf_counter() - t0
-                errors += 1
-                message = error_line(exc)
-                if not first_error:
-                    first_error.append(message)
-                if errors_by_message is not None:
-                    errors_by_message[message] += 1
-                record(RequestRecord(wall, latency, False, message))
-                if error_backoff_s > 0:
-                    await asyncio.sleep(error_backoff_s)
-                continue
+                rec = RequestRecord(wall, time.perf_counter() - t0, False, error_line(exc))
             finally:
                 pool.release(conn)
-            latency = time.perf_counter() - t0
-            latencies.append(latency)
-            record(RequestRecord(wall, latency, True, None))
+            tally.add(rec)
+            if not rec.ok and error_backoff_s > 0:
+                await asyncio.sleep(error_backoff_s)
 
     async def reporter() -> None:
         total = f"/{max_requests}" if max_requests is not None else ""
@@ -201,9 +209,9 @@ async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray]
             await asyncio.sleep(0.5)
             if progress is not None:
                 elapsed = time.perf_counter() - start
-                rate = len(latencies) / elapsed if elapsed > 0 else 0.0
-                p50 = percentile_ms(latencies[-2000:], 50)
-                progress(f"concurrency {concurrency:>3}: {len(latencies) + errors}{total} requests, {rate:8.1f} req/s, p50 {p50:7.2f} ms, errors {errors}")
+                rate = len(tally.latencies) / elapsed if elapsed > 0 else 0.0
+                p50 = percentile_ms(tally.latencies[-2000:], 50)
+                progress(f"concurrency {concurrency:>3}: {len(tally.latencies) + tally.errors}{total} requests, {rate:8.1f} req/s, p50 {p50:7.2f} ms, errors {tally.errors}")
 
     ticker = asyncio.create_task(reporter())
     try:
@@ -211,7 +219,7 @@ async def _level(pool: ClientPool, model: str, payload: Mapping[str, np.ndarray]
     finally:
         ticker.cancel()
     wall = time.perf_counter() - start
-    return summarize(concurrency, latencies, errors, wall, items, first_error[0] if first_error else None)
+    return summarize(concurrency, tally.latencies, tally.errors, wall, items, tally.first_error)
 
 
 async def _model_stats(client: Any, model: str) -> tuple[int, int]:
