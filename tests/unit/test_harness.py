@@ -127,3 +127,22 @@ def test_harness_modules_run_as_commands() -> None:
     for module in ("lms_harness.operator", "lms_harness.podrunner", "lms_harness.faultproxy"):
         done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "--kubeconfig" in done.stdout, (module, done.stderr)
+
+
+def test_timeline_first_and_p99_windows() -> None:
+    from lms_harness.timeline import Sample, Timeline, p99_ms
+    from lms_operator.serving.loadgen import RequestRecord
+
+    timeline = Timeline(None, None, "ns", "dep", "hpa", "http://prometheus", "q")
+    timeline.samples = [Sample(0.0, 1, 1, 1, 0.0), Sample(1.0, 1, 1, 2, 5e4), Sample(2.0, 2, 1, 2, 6e4),
+                        Sample(3.0, 2, 2, 2, 1e4)]
+    assert timeline.first(lambda s: (s.desired or 0) >= 2) == 1.0
+    assert timeline.first(lambda s: s.ready >= 2) == 3.0
+    assert timeline.first(lambda s: s.ready >= 2, after=3.5) is None
+    assert timeline.as_rows()[1] == {"t": 1.0, "replicas": 1, "ready": 1, "desired": 2, "queue_us": 50000.0}
+
+    records = [RequestRecord(100.0 + i, 0.010 * (i + 1), True) for i in range(100)]
+    records.append(RequestRecord(150.0, 99.0, False, "UNAVAILABLE"))    # failures never count as latency
+    assert p99_ms(records, 100.0, 200.0) == pytest.approx(990.1, abs=0.5)
+    assert p99_ms(records, 100.0, 110.0) == pytest.approx(99.1, abs=0.5)  # only requests started in the window
+    assert p99_ms(records, 300.0, 400.0) is None
