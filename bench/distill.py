@@ -16,26 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def embed_all(model: Any, tok: Any, texts: list[str], max_length: int = 128) -> Any:
-    import numpy as np
-    import torch
-
-    from lms_operator.compression.distill import _embed
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), 64):
-            enc = tok(texts[i:i + 64], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            out.append(_embed(model, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}).numpy())
-    return np.concatenate(out)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, embed_all, machine, minilm_setup, torch_scores  # noqa: E402
 
 
 def main() -> int:
@@ -49,31 +36,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "distill.json")
     args = parser.parse_args()
 
-    import torch
-    import transformers
+    from lms_operator.compression import distill
 
-    from lms_operator.compression import data, distill
-    from lms_operator.compression import evaluate as ev
-    from lms_operator.compression.loader import load_source
-    from lms_operator.compression.source import locate_model
-
-    torch.set_num_threads(args.threads)
-    src = load_source(locate_model("hf://sentence-transformers/all-MiniLM-L6-v2", None, None, None), "huggingface",
-                      "feature-extraction")
-    tok = transformers.AutoTokenizer.from_pretrained(str(src.tokenizer_dir), local_files_only=True)
-    corpus = data.default_corpus()
-    train = [t for t in corpus.texts if not data.is_heldout(t)]
-    held = [t for t in corpus.texts if data.is_heldout(t)]
-    evaluation, monitor = held[:args.eval], held[args.eval:args.eval + 128]
+    setup = minilm_setup(args.threads, n_eval=args.eval)
+    src, tok, train, evaluation, monitor = setup.src, setup.tokenizer, setup.train, setup.evaluation, setup.monitor
     ref = embed_all(src.module, tok, evaluation)
     result: dict[str, Any] = {
         "command": "bench/distill.py " + " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
                                                   for k, v in vars(args).items() if k != "out"),
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                    "load_before": os.getloadavg()},
-        "data": {"corpus": corpus.source, "sha256": corpus.sha256, "train": len(train), "evaluation": len(evaluation),
-                 "monitor": len(monitor), "split": data.SPLIT_RULE},
-        "students": [],
+        "machine": machine(args.threads), "data": setup.data_info(), "students": [],
     }
     for layers in args.layers:
         distill.seed_all(0)
@@ -89,8 +60,7 @@ def main() -> int:
         out = embed_all(student, tok, evaluation)
         row = {"layers": layers, "layers_kept": kept, "evenly_spaced": distill.pick_layers(6, layers), "steps": args.steps, "batch": cfg.batch_size, "lr": args.lr,
                "wall_s": round(wall, 1), "params": distill.param_count(student),
-               "before": {"cosine": round(ev.mean_cosine(ref, before), 4), "similarity": round(ev.similarity(ref, before), 4)},
-               "cosine": round(ev.mean_cosine(ref, out), 4), "similarity": round(ev.similarity(ref, out), 4),
+               "before": torch_scores(ref, before), **torch_scores(ref, out),
                "curve": record["curve"]}
         row["passes_0.95_cosine"] = row["cosine"] >= 0.95
         result["students"].append(row)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, embed_all, machine, minilm_setup, torch_scores  # noqa: E402
 
 
 def main() -> int:
@@ -33,27 +33,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "prune.json")
     args = parser.parse_args()
 
-    import sys
+    from lms_operator.compression import distill, prune
 
-    import torch
-    import transformers
-
-    sys.path.insert(0, str(REPO / "bench"))
-    from distill import embed_all  # type: ignore[import-not-found]
-
-    from lms_operator.compression import data, distill, prune
-    from lms_operator.compression import evaluate as ev
-    from lms_operator.compression.loader import load_source
-    from lms_operator.compression.source import locate_model
-
-    torch.set_num_threads(args.threads)
-    src = load_source(locate_model("hf://sentence-transformers/all-MiniLM-L6-v2", None, None, None), "huggingface",
-                      "feature-extraction")
-    tok = transformers.AutoTokenizer.from_pretrained(str(src.tokenizer_dir), local_files_only=True)
-    corpus = data.default_corpus()
-    train = [t for t in corpus.texts if not data.is_heldout(t)]
-    held = [t for t in corpus.texts if data.is_heldout(t)]
-    evaluation, monitor = held[:args.eval], held[args.eval:args.eval + 128]
+    setup = minilm_setup(args.threads, n_eval=args.eval)
+    src, tok, train, evaluation, monitor = setup.src, setup.tokenizer, setup.train, setup.evaluation, setup.monitor
     ref = embed_all(src.module, tok, evaluation)
     model = copy.deepcopy(src.module)
     removed = prune.structured(model, args.amount)
@@ -67,13 +50,10 @@ def main() -> int:
     result: dict[str, Any] = {
         "command": f"bench/prune.py --amount {args.amount} --steps {args.steps} --lr {args.lr} --eval {args.eval} "
                    f"--threads {args.threads}",
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                    "load": os.getloadavg()},
-        "data": {"corpus": corpus.source, "sha256": corpus.sha256, "evaluation": len(evaluation), "split": data.SPLIT_RULE},
+        "machine": machine(args.threads), "data": setup.data_info(),
         "amount": args.amount, "removed": removed, "params": {"teacher": distill.param_count(src.module),
                                                               "pruned": distill.param_count(model)},
-        "before_recovery": {"cosine": round(ev.mean_cosine(ref, before), 4), "similarity": round(ev.similarity(ref, before), 4)},
-        "after_recovery": {"cosine": round(ev.mean_cosine(ref, after), 4), "similarity": round(ev.similarity(ref, after), 4)},
+        "before_recovery": torch_scores(ref, before), "after_recovery": torch_scores(ref, after),
         "recovery": {"steps": args.steps, "wall_s": round(wall, 1), "curve": record["curve"]},
     }
     print(json.dumps({k: v for k, v in result.items() if k != "recovery"}), flush=True)
