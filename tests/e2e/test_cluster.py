@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
+from lms_harness.identity_model import write_identity_repository
 from lms_harness.ports import free_port
 
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
@@ -286,32 +287,6 @@ def test_restricted_namespace_rejects_privileged_pod(kubectl: Kubectl, namespace
 
 
 # -- Triton run by the pod runner ---------------------------------------------------------------
-
-IDENTITY_CONFIG = """name: "identity"
-platform: "onnxruntime_onnx"
-backend: "onnxruntime"
-max_batch_size: 8
-input [{ name: "input" data_type: TYPE_FP32 dims: [4] }]
-output [{ name: "output" data_type: TYPE_FP32 dims: [4] }]
-instance_group [{ kind: KIND_CPU count: 1 }]
-"""
-
-
-def write_identity_repository(repo: Path) -> None:
-    """A one-model Triton repository (ONNX Identity) as the compression Job would publish it."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])], "identity",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (repo / "identity" / "1").mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(repo / "identity" / "1" / "model.onnx"))
-    (repo / "identity" / "config.pbtxt").write_text(IDENTITY_CONFIG)
-
 
 def test_triton_pod_runs_locally_with_its_ports_annotated(kubectl: Kubectl, k8s: K8s, namespace: str,
                                                           cluster: Cluster) -> None:

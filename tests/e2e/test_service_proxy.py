@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from lms_harness.identity_model import write_identity_repository
 from lms_operator.serving.loadgen import RequestRecord, run_load
 
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
-from .test_cluster import PAUSE, write_identity_repository
+from .test_cluster import PAUSE
 
 pytestmark = pytest.mark.e2e
 

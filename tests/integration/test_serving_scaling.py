@@ -20,44 +20,20 @@ from typing import Iterator
 
 import pytest
 
+from lms_harness.identity_model import MODEL, write_identity_repository
 from lms_harness.serviceproxy import ProxyLoop, RoundRobin
 from lms_operator.serving.loadgen import RequestRecord, run_load
 from lms_operator.serving.triton import TritonProcess, free_port, server_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-MODEL = "identity"
 RECONNECT_S = 2.0
 PRESTOP_S = RECONNECT_S + 2.0   # the drain: longer than one reconnect period
-CONFIG = """name: "identity"
-platform: "onnxruntime_onnx"
-backend: "onnxruntime"
-max_batch_size: 8
-input [{ name: "input" data_type: TYPE_FP32 dims: [4] }]
-output [{ name: "output" data_type: TYPE_FP32 dims: [4] }]
-instance_group [{ kind: KIND_CPU count: 1 }]
-"""
-
-
-def write_repository(repo: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])], MODEL,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (repo / MODEL / "1").mkdir(parents=True)
-    onnx.save(model, str(repo / MODEL / "1" / "model.onnx"))
-    (repo / MODEL / "config.pbtxt").write_text(CONFIG)
-    return repo
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[TritonProcess]]:
-    repo = write_repository(tmp_path_factory.mktemp("repo"))
+    repo = write_identity_repository(tmp_path_factory.mktemp("repo"))
     logs = tmp_path_factory.mktemp("logs")
     procs = [TritonProcess(server_args(repo, free_port(), free_port(), free_port()), log_path=logs / f"triton-{i}.log")
              for i in range(2)]
