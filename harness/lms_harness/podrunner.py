@@ -6,9 +6,11 @@ scheduler binds to a node labelled lms.dev/pool=cpu are run here as local proces
 to folders under the state dir and status written back through pods/status.
 
 It also plays the node's kube-proxy (lms_harness.serviceproxy: one local port per project
-Service port) and honours graceful termination: a deleted pod's preStop hook runs before its
-processes get SIGTERM, within terminationGracePeriodSeconds. The pod object is gone by then (kwok
-removes it at once), so the pod is out of its Services' rotation while it drains.
+Service port), serves each CPU-pool node's kubelet resource metrics for metrics-server
+(lms_harness.kubeletmetrics: CPU and memory of each container's process group) and honours
+graceful termination: a deleted pod's preStop hook runs before its processes get SIGTERM,
+within terminationGracePeriodSeconds. The pod object is gone by then (kwok removes it at once),
+so the pod is out of its Services' rotation while it drains.
 
     python -m lms_harness.podrunner --kubeconfig K --state-dir D
 """
@@ -353,6 +355,7 @@ class PodRunner:
         self.stopping = threading.Event()
         self.draining: set[PodWorker] = set()   # stopped workers still in preStop or SIGTERM grace
         self.proxy: Any = None
+        self.kubelet: Any = None
 
     # -- API helpers used by workers ---------------------------------------------------
     def patch_status(self, ns: str, name: str, status: dict[str, Any]) -> bool:
@@ -426,6 +429,25 @@ class PodRunner:
         with self.lock:
             self.procs.discard(proc)
 
+    # -- kubelet resource metrics -------------------------------------------------------
+    def container_samples(self) -> list[Any]:
+        """CPU and memory of every running container, for /metrics/resource."""
+        from lms_harness.kubeletmetrics import read_proc, sample_containers
+
+        with self.lock:
+            workers = list(self.workers.values())
+        rows = [(str(w.pod["spec"].get("nodeName") or ""), w.ns, w.name, c.state.name, c.proc.pid, c.state.started_at)
+                for w in workers for c in list(w.containers)
+                if c.proc is not None and c.proc.poll() is None and c.state.state == "running"]
+        return sample_containers(rows, read_proc() if rows else [], int(time.time() * 1000))
+
+    def cpu_node_statuses(self) -> list[tuple[str, dict[str, Any]]]:
+        nodes = self.core.list_node(label_selector=f"{POOL_LABEL}={RUN_POOL}")
+        return [(n.metadata.name, self.api_client.sanitize_for_serialization(n.status) or {}) for n in nodes.items]
+
+    def patch_node_status(self, name: str, body: dict[str, Any]) -> None:
+        self.core.patch_node_status(name, body)
+
     # -- watch loop ---------------------------------------------------------------------
     def refresh_nodes(self) -> None:
         nodes = self.core.list_node(label_selector=f"{POOL_LABEL}={RUN_POOL}")
@@ -483,6 +505,15 @@ class PodRunner:
         self.refresh_nodes()
         if self.proxy is None:
             self.proxy = ServiceProxy(self.api_client).start()
+        if self.kubelet is None:
+            from lms_harness.kubeletmetrics import KubeletMetrics
+
+            try:
+                self.kubelet = KubeletMetrics(self.state_dir / "kubelet", self.container_samples,
+                                              self.cpu_node_statuses, self.patch_node_status).start()
+            except (OSError, subprocess.CalledProcessError) as exc:  # e.g. no openssl: pods still run
+                log.warning("kubelet resource metrics not served: %s", exc)
+                self.kubelet = False
         while not self.stopping.is_set():
             try:
                 listed = self.core.list_pod_for_all_namespaces(label_selector=PROJECT_SELECTOR)
@@ -525,6 +556,8 @@ class PodRunner:
             worker.join(timeout=MAX_GRACE_SECONDS + 5)
         if self.proxy is not None:
             self.proxy.stop()
+        if self.kubelet:
+            self.kubelet.stop()
         with self.lock:
             procs = list(self.procs)
         for proc in procs:
