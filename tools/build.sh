@@ -18,6 +18,7 @@ VERSITYGW_VERSION=v1.8.0
 KEDA_VERSION=v2.21.0
 PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus release 3.16.0
 PROMETHEUS_RELEASE=3.16.0
+METRICS_SERVER_VERSION=v0.8.0
 # Fixed so that rebuilding the same version links the same binary.
 BUILD_DATE=2026-01-01T00:00:00Z
 
@@ -118,5 +119,11 @@ ln -sfn "$keda_crds" "$CURRENT/keda-crds"
 BUILD_TAGS=remove_all_sd,enable_kubernetes_sd \
 build prometheus "$PROMETHEUS_VERSION" prometheus "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.BuildDate=$BUILD_DATE" \
   github.com/prometheus/prometheus/cmd/prometheus
+
+# Resource metrics (metrics.k8s.io) for the CPU HorizontalPodAutoscaler in the sandbox
+# (`sandbox/autoscaling.sh up DIR KUBECONFIG metrics-server`), built against the same Kubernetes
+# libraries as KEDA (tools/metrics-server/go.mod).
+build metrics-server "$METRICS_SERVER_VERSION" metrics-server "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION -X k8s.io/client-go/pkg/version.gitCommit=release -X k8s.io/client-go/pkg/version.buildDate=$BUILD_DATE" \
+  sigs.k8s.io/metrics-server/cmd/metrics-server
 
 echo "$CURRENT"
