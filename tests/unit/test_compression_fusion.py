@@ -55,3 +55,11 @@ def test_attention_shape_comes_from_the_config_except_for_a_pruned_base() -> Non
     assert attention_shape(bert, "original") == (12, 384) and attention_shape(bert, "distilled") == (12, 384)
     assert attention_shape(bert, "distilled+pruned") == (0, 0)  # heads removed per layer: let the optimizer look
     assert attention_shape(None, "original") == (0, 0)  # an ONNX source has no config
+
+
+def test_a_fused_twin_that_kept_fp32_weights_is_set_aside_even_when_faster() -> None:
+    cs = [cand("int8-per-channel", 100.0), cand("int8-per-channel+fused", 60.0)]
+    cs[1].compressed_bytes = 26  # 2.6x the unfused int8: the quantizer left fused weights in fp32
+    row = decide(cs)[0]
+    assert row["chosen"] == "unfused" and row["why"] == "the fused variant is 2.60x the unfused size (weights left in fp32)"
+    assert select(cs).variant == "int8-per-channel"  # type: ignore[union-attr]

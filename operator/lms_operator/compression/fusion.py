@@ -16,6 +16,9 @@ from typing import Any
 from lms_operator.compression.search import Candidate
 
 FUSED = "+fused"
+MAX_SIZE_GROWTH = 1.1
+"""A fused variant larger than this times its unfused twin kept weights in fp32 that the twin
+quantized (ORT's quantizer does not reach every fused operator); it is set aside whatever its speed."""
 TEXT_TASKS = ("feature-extraction", "text-classification")
 
 
@@ -53,7 +56,7 @@ def twin_name(variant: str) -> str:
 
 def decide(candidates: list[Candidate]) -> list[dict[str, Any]]:
     """Pure: for every fused candidate and its unfused twin (both timed in the same rounds), keep
-    the faster passing one; the other gets extra['set_aside'] so the search does not pick it.
+    the faster passing one unless fusion made it bigger; the other gets extra['set_aside'] so the search does not pick it.
     Returns what the report records: each pair, its latencies, the choice and why."""
     by_name = {c.variant: c for c in candidates}
     out = []
@@ -71,6 +74,9 @@ def decide(candidates: list[Candidate]) -> list[dict[str, Any]]:
             chosen, why = "fused", "only the fused variant passes the gate"
         elif plain.passed and not fused.passed:
             chosen, why = "unfused", "the fused variant fails the gate"
+        elif fused.compressed_bytes > plain.compressed_bytes * MAX_SIZE_GROWTH:
+            chosen, why = "unfused", (f"the fused variant is {fused.compressed_bytes / plain.compressed_bytes:.2f}x "
+                                      f"the unfused size (weights left in fp32)")
         elif fused.latency_ms < plain.latency_ms:
             chosen, why = "fused", f"fused measured {plain.latency_ms / fused.latency_ms:.2f}x faster"
         else:
