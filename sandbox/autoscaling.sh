@@ -7,8 +7,13 @@
 #     external.metrics.k8s.io, so the controller-manager's HPA controller reads it. The
 #     APIService points at an ExternalName Service (localhost), the route kwokctl takes for
 #     its own metrics-server.
+#   - optionally metrics-server (component metrics-server, not started by default), registered as
+#     metrics.k8s.io the same way, for the CPU HorizontalPodAutoscaler: it scrapes the kubelet
+#     /metrics/resource the pod runner serves for each CPU-pool node (lms_harness.kubeletmetrics;
+#     the pod runner points each node's InternalIP and kubelet port at it).
 #
-#   autoscaling.sh up DIR KUBECONFIG [prometheus] [keda]    start (or reuse) them, both by default;
+#   autoscaling.sh up DIR KUBECONFIG [prometheus] [keda] [metrics-server]
+#                                 start (or reuse) them, prometheus and keda by default;
 #                                 writes DIR/autoscaling.env (LMS_PROMETHEUS_ADDRESS=...), prints its path
 #   autoscaling.sh down DIR KUBECONFIG [prometheus] [keda]  stop them; for keda also remove the
 #                                 APIService and KEDA's CRDs (what uninstalling KEDA does)
@@ -19,7 +24,7 @@ root="$(dirname "$here")"
 . "$here/lib.sh"
 python="${LMS_PYTHON:-$root/.venv/bin/python}"
 
-usage() { echo "usage: autoscaling.sh up|down DIR KUBECONFIG [prometheus] [keda]" >&2; exit 2; }
+usage() { echo "usage: autoscaling.sh up|down DIR KUBECONFIG [prometheus] [keda] [metrics-server]" >&2; exit 2; }
 [[ $# -ge 3 ]] || usage
 cmd=$1 dir=$2 kubeconfig=$3
 shift 3
@@ -31,6 +36,7 @@ kubeconfig="$(cd "$(dirname "$kubeconfig")" && pwd)/$(basename "$kubeconfig")"
 bin="${LMS_TOOLS_BIN:-$("$root/tools/build.sh" | tail -n 1)}"
 kubectl=("$bin/kubectl" --kubeconfig "$kubeconfig")
 APISERVICE=v1beta1.external.metrics.k8s.io
+MS_APISERVICE=v1beta1.metrics.k8s.io
 
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -176,6 +182,74 @@ YAML
   fi
 }
 
+# metrics-server's serving certificate, from the same CA, named for its Service (the aggregator
+# checks the name <service>.<namespace>.svc).
+ms_certs() {
+  certs
+  local c="$dir/certs"
+  [[ -f "$c/metrics-server.crt" ]] && return 0
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=metrics-server" -keyout "$c/metrics-server.key" \
+    -out "$c/metrics-server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:metrics-server.kube-system.svc" \
+    "extendedKeyUsage=serverAuth" > "$c/metrics-server.cnf"
+  openssl x509 -req -in "$c/metrics-server.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$c/metrics-server.cnf" -out "$c/metrics-server.crt" 2>/dev/null
+  chmod 0600 "$c/metrics-server.key"
+}
+
+# metrics-server scrapes only the CPU-pool nodes (the pod runner's; kwok's other nodes serve no
+# resource metrics), at each node's InternalIP and status port, with a self-signed kubelet cert.
+metrics_server_up() {
+  ms_certs
+  local port
+  if ! [[ -f "$dir/metrics-server.pid" ]] || ! kill -0 "$(cat "$dir/metrics-server.pid")" 2>/dev/null; then
+    port="$(free_port)"
+    echo "$port" > "$dir/metrics-server.port"
+    start_bg metrics-server "$dir/metrics-server.pid" "$dir/metrics-server.log" \
+      "$bin/metrics-server" --secure-port="$port" --bind-address=127.0.0.1 --cert-dir="$dir/certs" \
+      --tls-cert-file="$dir/certs/metrics-server.crt" --tls-private-key-file="$dir/certs/metrics-server.key" \
+      --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
+      --kubelet-insecure-tls --kubelet-preferred-address-types=InternalIP --kubelet-use-node-status-port \
+      --kubelet-port=10250 --node-selector=lms.dev/pool=cpu --metric-resolution=10s --kubelet-request-timeout=5s
+  fi
+  port="$(cat "$dir/metrics-server.port")"
+  "${kubectl[@]}" apply --server-side --force-conflicts -f - >&2 <<YAML
+apiVersion: v1
+kind: Service
+metadata:
+  name: metrics-server
+  namespace: kube-system
+spec:
+  type: ExternalName
+  externalName: localhost
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: $MS_APISERVICE
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: $(base64 -w0 < "$dir/certs/ca.crt")
+  service:
+    name: metrics-server
+    namespace: kube-system
+    port: $port
+YAML
+  if ! "${kubectl[@]}" wait --for=condition=Available "apiservice/$MS_APISERVICE" --timeout=120s >&2; then
+    echo "autoscaling: $MS_APISERVICE is not Available; metrics-server log:" >&2
+    tail -n 20 "$dir/metrics-server.log" >&2
+    exit 1
+  fi
+}
+
+metrics_server_down() {
+  "${kubectl[@]}" delete apiservice "$MS_APISERVICE" --ignore-not-found >&2 || true
+  stop_bg "$dir/metrics-server.pid"
+}
+
 keda_down() {
   "${kubectl[@]}" delete apiservice "$APISERVICE" --ignore-not-found >&2 || true
   "${kubectl[@]}" delete -f "$bin/keda-crds/" --ignore-not-found --wait=true --timeout=60s >&2 || true
@@ -186,14 +260,17 @@ keda_down() {
 case "$cmd" in
   up)
     for c in "${components[@]}"; do
-      case "$c" in prometheus) prometheus_up ;; keda) keda_up ;; *) usage ;; esac
+      case "$c" in prometheus) prometheus_up ;; keda) keda_up ;; metrics-server) metrics_server_up ;; *) usage ;; esac
     done
     cat "$dir"/prometheus.env > "$dir/autoscaling.env" 2>/dev/null || : > "$dir/autoscaling.env"
     echo "$dir/autoscaling.env"
     ;;
   down)
     for c in "${components[@]}"; do
-      case "$c" in prometheus) stop_bg "$dir/prometheus.pid" ;; keda) keda_down ;; *) usage ;; esac
+      case "$c" in
+        prometheus) stop_bg "$dir/prometheus.pid" ;; keda) keda_down ;; metrics-server) metrics_server_down ;;
+        *) usage ;;
+      esac
     done
     ;;
   *) usage ;;
