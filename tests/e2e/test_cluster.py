@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from lms_harness.identity_model import write_identity_repository
 from lms_harness.ports import free_port
+from lms_harness.status import fake_pod_ip
 
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
 
@@ -189,7 +190,7 @@ def test_job_pod_is_run_and_reports_exit_code_and_message(kubectl: Kubectl, k8s:
     assert terminated.exit_code == 0
     assert terminated.message == MESSAGE
     if cluster.local:
-        assert pod.status.pod_ip == "127.0.0.1"
+        assert pod.status.pod_ip == fake_pod_ip(pod.metadata.uid)  # unique per pod, so EndpointSlices list each
         assert (cluster.pvc_dir(namespace, "data") / "out.txt").read_text() == "written by the pod"
         log = cluster.state_dir / "pods" / f"{namespace}_{pod.metadata.name}.log"  # type: ignore[operator]
         assert "hello from the pod" in log.read_text()
