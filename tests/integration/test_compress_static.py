@@ -85,7 +85,11 @@ def test_static_int8_is_calibrated_per_channel_and_leaves_the_sensitive_nodes_fp
     assert fusion["variant"] == "qdq-per-channel" and fusion["fused_ops"].get("Attention", 0) > 0
     assert fusion["chosen"] == ("fused" if s["variant"].endswith("+fused") else "unfused")
     faster = fusion["fused_ms"] < fusion["unfused_ms"]
-    assert fusion["why"].startswith("fused measured" if faster else "fusion measured slower") or "gate" in fusion["why"]
+    fused_bytes, plain_bytes = by["qdq-per-channel+fused"]["compressed_bytes"], by["qdq-per-channel"]["compressed_bytes"]
+    if fused_bytes > 1.1 * plain_bytes:  # fusion left weights in fp32: set aside whatever its speed
+        assert fusion["chosen"] == "unfused" and "the unfused size" in fusion["why"], fusion
+    else:
+        assert fusion["why"].startswith("fused measured" if faster else "fusion measured slower") or "gate" in fusion["why"]
     aside = by["qdq-per-channel" if fusion["chosen"] == "fused" else "qdq-per-channel+fused"]
     assert "set_aside" in aside and "set aside" in s["variants"]
 
