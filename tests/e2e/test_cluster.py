@@ -289,14 +289,20 @@ def test_restricted_namespace_rejects_privileged_pod(kubectl: Kubectl, namespace
 
 # -- Triton run by the pod runner ---------------------------------------------------------------
 
-def test_triton_pod_runs_locally_with_its_ports_annotated(kubectl: Kubectl, k8s: K8s, namespace: str,
-                                                          cluster: Cluster) -> None:
-    if not cluster.local:
-        pytest.skip("needs the pod runner's local PVC folders (local cluster only)")
+def identity_model_on_claim(kubectl: Kubectl, cluster: Cluster, namespace: str) -> None:
+    """The lms-models claim in `namespace`, holding the identity model's Triton repository at
+    /models/<namespace>/identity/k1 (the pod runner's local folder for the claim)."""
     kubectl("apply", "-n", namespace, "-f", "-", input=to_json({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lms-models"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
     write_identity_repository(cluster.pvc_dir(namespace, "lms-models") / namespace / "identity" / "k1")
+
+
+def test_triton_pod_runs_locally_with_its_ports_annotated(kubectl: Kubectl, k8s: K8s, namespace: str,
+                                                          cluster: Cluster) -> None:
+    if not cluster.local:
+        pytest.skip("needs the pod runner's local PVC folders (local cluster only)")
+    identity_model_on_claim(kubectl, cluster, namespace)
     pod = project_pod("triton", [
         "tritonserver", f"--model-repository=/models/{namespace}/identity/k1", "--http-port=8000",
         "--grpc-port=8001", "--metrics-port=8002", "--strict-readiness=true", "--exit-timeout-secs=10"],

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from lms_harness.identity_model import write_identity_repository
 from lms_operator.serving.loadgen import RequestRecord, run_load
 
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
-from .test_cluster import PAUSE
+from .test_cluster import PAUSE, identity_model_on_claim
 
 pytestmark = pytest.mark.e2e
 
@@ -88,10 +87,7 @@ def test_service_spreads_over_replicas_and_scale_down_fails_no_request(kubectl: 
                                                                        cluster: Cluster) -> None:
     if not cluster.local:
         pytest.skip("the service proxy and its annotations exist in the local sandbox only")
-    kubectl("apply", "-n", namespace, "-f", "-", input=to_json({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lms-models"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
-    write_identity_repository(cluster.pvc_dir(namespace, "lms-models") / namespace / "identity" / "k1")
+    identity_model_on_claim(kubectl, cluster, namespace)
     kubectl("apply", "-n", namespace, "-f", "-", input=to_json(SERVICE))
     kubectl("apply", "-n", namespace, "-f", "-", input=to_json(deployment(namespace, 1)))
 

@@ -11,6 +11,8 @@ from lms_operator.resources.autoscaling import KEDA_API
 from lms_operator.resources.settings import BuildSettings
 from lms_operator.runtime.controller import Controller
 
+from .conftest import until, watched_controller
+
 
 class Discovery:
     """Answers api_exists like the API server's discovery; `served` flips when KEDA comes or goes."""
@@ -32,21 +34,8 @@ def controller(discovery: Discovery, seen: list[tuple[str, bool]], **kwargs: Any
         seen.append((body["metadata"]["name"], ctx.settings.keda))
         return Result("Ready", "serving")
 
-    made = Controller(Context(kube=discovery, settings=BuildSettings(keda=discovery.served)),  # type: ignore[arg-type]
-                      reconciler=reconcile, **kwargs)
-    for name in ("a", "b"):
-        made.ctx.watched["LargeModelService"].offer(f"ns/{name}", {"metadata": {
-            "name": name, "namespace": "ns", "resourceVersion": "1"}})
-        made.known.add(("ns", name))
-    return made
-
-
-async def _until(done: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
+    return watched_controller(reconcile, ("a", "b"), kube=discovery, settings=BuildSettings(keda=discovery.served),
+                              **kwargs)
 
 
 def test_keda_arriving_switches_settings_and_reconciles_every_resource() -> None:
@@ -59,11 +48,11 @@ def test_keda_arriving_switches_settings_and_reconciles_every_resource() -> None
         cached = made.ctx.applied
         assert await made.check_keda() is True
         assert made.ctx.settings.keda is True and made.ctx.applied is cached  # same caches, new settings
-        await _until(lambda: len(seen) == 2)
+        await until(lambda: len(seen) == 2)
         assert sorted(seen) == [("a", True), ("b", True)]
         discovery.served = False  # KEDA removed
         assert await made.check_keda() is True
-        await _until(lambda: len(seen) == 4)
+        await until(lambda: len(seen) == 4)
         assert sorted(seen[2:]) == [("a", False), ("b", False)]
 
     asyncio.run(scenario())
@@ -89,9 +78,9 @@ def test_the_timer_notices_keda_without_a_resync() -> None:
         made = controller(discovery, seen, keda_check_seconds=0.05, resync_seconds=3600)
         made.start()
         try:
-            await _until(lambda: len(discovery.asked) >= 2)  # the resync's first sweep, then the timer
+            await until(lambda: len(discovery.asked) >= 2)  # the resync's first sweep, then the timer
             discovery.served = True
-            await _until(lambda: sorted(seen) == [("a", True), ("b", True)])
+            await until(lambda: sorted(seen) == [("a", True), ("b", True)])
         finally:
             made.stop()
         assert made.keda_watcher is None and made.resyncer is None

@@ -11,6 +11,8 @@ from lms_operator.runtime.slots import PrioritySlots
 from lms_operator.reconcile.context import Context
 from lms_operator.resources.settings import BuildSettings
 
+from .conftest import until, watched_controller
+
 
 async def _admission_order(arrivals: list[tuple[str, int]], limit: int = 1) -> list[str]:
     slots = PrioritySlots(limit)
@@ -104,22 +106,6 @@ def test_error_backoff_grows_and_is_capped() -> None:
     assert [error_backoff(n) for n in range(7)] == [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 30.0]
 
 
-def _controller_with(reconcile: Any) -> Controller:
-    controller = Controller(Context(kube=None, settings=BuildSettings()), reconciler=reconcile)  # type: ignore[arg-type]
-    controller.ctx.watched["LargeModelService"].offer("ns/m", {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "1"}})
-    controller.known.add(("ns", "m"))
-    return controller
-
-
-async def _until(done: Any, timeout: float = 10.0) -> None:
-    """Wait (a busy machine may delay timers) until done() holds; fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 def _failing_once(starts: list[float]) -> Any:
     """A reconcile that fails with an API error the first time, then succeeds; start times in `starts`."""
     async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
@@ -133,7 +119,7 @@ def _failing_once(starts: list[float]) -> Any:
 
 def test_a_failed_pass_holds_the_next_one_back_whatever_its_trigger() -> None:
     starts: list[float] = []
-    controller = _controller_with(_failing_once(starts))
+    controller = watched_controller(_failing_once(starts))
 
     async def scenario() -> None:
         try:
@@ -155,12 +141,12 @@ def test_a_pass_plans_the_requeue_its_result_asks_for() -> None:
         starts.append(asyncio.get_running_loop().time())
         return results[len(starts) - 1]
 
-    controller = _controller_with(reconcile)
+    controller = watched_controller(reconcile)
 
     async def scenario() -> None:
         await controller.enqueue("ns", "m", "spec")
         assert "ns/m" in controller.requeues
-        await _until(lambda: len(starts) == 2 and not controller.tasks)
+        await until(lambda: len(starts) == 2 and not controller.tasks)
 
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.15
@@ -169,11 +155,11 @@ def test_a_pass_plans_the_requeue_its_result_asks_for() -> None:
 
 def test_a_failed_pass_is_requeued_after_the_backoff_without_another_trigger() -> None:
     starts: list[float] = []
-    controller = _controller_with(_failing_once(starts))
+    controller = watched_controller(_failing_once(starts))
 
     async def scenario() -> None:
         await controller.enqueue("ns", "m", "spec")
-        await _until(lambda: len(starts) == 2 and not controller.tasks)
+        await until(lambda: len(starts) == 2 and not controller.tasks)
 
     asyncio.run(scenario())
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.95
@@ -197,11 +183,11 @@ def test_waiting_passes_are_coalesced_into_one() -> None:
             await gate.wait()
         return Result("Ready", "serving")
 
-    controller = _controller_with(reconcile)
+    controller = watched_controller(reconcile)
 
     async def scenario() -> None:
         running = asyncio.create_task(controller.enqueue("ns", "m", "spec"))
-        await _until(lambda: len(starts) == 1)
+        await until(lambda: len(starts) == 1)
         waiting = [asyncio.create_task(controller.enqueue("ns", "m", "child")) for _ in range(5)]
         await asyncio.sleep(0.05)
         gate.set()
@@ -217,8 +203,8 @@ def test_a_deleted_resource_is_forgotten_with_its_requeue_backoff_and_phase() ->
     async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
         return Result("Compressing", "Job running", requeue_after=30.0)
 
-    controller = _controller_with(reconcile)
-    other = _controller_with(reconcile)  # each Controller counts its own resources
+    controller = watched_controller(reconcile)
+    other = watched_controller(reconcile)  # each Controller counts its own resources
     body = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "2", "generation": 1}}
 
     async def scenario() -> None:
@@ -241,7 +227,7 @@ def test_the_resync_spreads_its_passes_over_the_period() -> None:
         starts.append(asyncio.get_running_loop().time())
         return Result("Ready", "serving")
 
-    controller = _controller_with(reconcile)
+    controller = watched_controller(reconcile)
     controller.resync_seconds = 0.4
     for name in ("a", "b", "c"):
         controller.ctx.watched["LargeModelService"].offer(f"ns/{name}", {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}})
@@ -249,7 +235,7 @@ def test_the_resync_spreads_its_passes_over_the_period() -> None:
 
     async def scenario() -> None:
         controller.start()
-        await _until(lambda: len(starts) >= 4)
+        await until(lambda: len(starts) >= 4)
         controller.stop()
 
     asyncio.run(scenario())
