@@ -74,6 +74,7 @@ def test_evaluation_data_drives_the_gate_and_every_text_technique_runs(tmp_path:
     assert dist["layers_kept"] == [0, 3, 4, 5] and dist["training"]["steps"] == 2 and dist["training"]["completed"]
     assert [p["step"] for p in dist["training"]["curve"]] == [1, 2]
     assert report["pruning"]["structured"] and report["pruning"]["recovery"]["steps"] == 2
+    assert report["pruning"]["ranked_by"] == "contribution on 256 training sentences, out projections refitted"
     assert "distil: step 2/2 loss " in proc.stderr and "pruned: 2 steps" in proc.stderr
     assert not (tmp_path / "root" / ".lms-checkpoints").exists()  # removed once published
 

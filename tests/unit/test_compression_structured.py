@@ -1,15 +1,18 @@
-"""Structured pruning on a tiny BERT: removed heads and FFN rows shrink the matrices.
+"""Structured pruning on a tiny BERT: removed heads and FFN rows shrink the matrices; with data,
+units are ranked by what they contribute and the out projections are refitted.
 
 Heads and FFN rows whose weights are zero contribute nothing, so removing exactly those must
 leave the encoder's output unchanged; this pins both the choice (lowest norm) and the surgery.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import transformers
 
 from lms_operator.compression.distill import layer_dropped_student
-from lms_operator.compression.prune import structured
+from lms_operator.compression.prune import bert_blocks, linear_inputs, out_projections, refit, structured
 
 
 def tiny_bert() -> transformers.BertModel:
@@ -53,3 +56,42 @@ def test_layer_dropped_student_keeps_teacher_layers() -> None:
     assert kept == [1] and len(student.encoder.layer) == 1 and len(model.encoder.layer) == 2
     assert torch.equal(student.encoder.layer[0].attention.self.query.weight, model.encoder.layer[1].attention.self.query.weight)
     assert student.encoder.layer[0] is not model.encoder.layer[1]
+
+
+def batch_of(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0  # padding is ignored by the scores and the refit
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def output(model: transformers.BertModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).last_hidden_state[batch["attention_mask"].bool()]
+
+
+def test_an_ffn_row_that_never_fires_goes_first_with_data_though_its_weights_are_the_largest() -> None:
+    model = tiny_bert()
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            layer.intermediate.dense.bias[5] = -30.0  # GELU(-30) = 0: row 5 never contributes
+            layer.output.dense.weight[:, 5] *= 100.0
+    by_weight = copy.deepcopy(model)
+    structured(by_weight, 1 / 16)
+    assert structured(model, 1 / 16, batch_of(torch.randint(0, 50, (4, 9)))) == {"heads": 0, "ffn_rows": 2}
+    for layer, weighed in zip(model.encoder.layer, by_weight.encoder.layer):
+        assert layer.intermediate.dense.bias.numel() == 15
+        assert not (layer.intermediate.dense.bias == -30.0).any()
+        assert (weighed.intermediate.dense.bias == -30.0).any()
+
+
+def test_refit_brings_the_pruned_output_back_towards_the_unpruned_one() -> None:
+    model = tiny_bert()
+    batch = batch_of(torch.randint(0, 50, (8, 12)))
+    want = output(model, batch)
+    blocks = bert_blocks(model)
+    targets = [lin(x) for lin, x in zip(out_projections(blocks), linear_inputs(model, batch, out_projections(blocks)))]
+    structured(model, 0.5)
+    before = (output(model, batch) - want).norm()
+    refit(model, bert_blocks(model), batch, [t.detach() for t in targets])
+    after = (output(model, batch) - want).norm()
+    assert after < 0.8 * before, (float(before), float(after))

@@ -103,7 +103,7 @@ def build_student(src: SourceModel, lms: LargeModelService, work: Workload, spec
 
 
 def probe_batch(work: Workload, n: int = 64) -> dict[str, Any]:
-    """A batch of training sentences for choosing the student's layers."""
+    """A batch of training sentences: the student's layers are chosen and pruned units ranked on it."""
     enc = work.tokenizer(work.train_text[:n], padding=True, truncation=True, max_length=64, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
@@ -147,11 +147,14 @@ def apply_pruning(module: Any, lms: LargeModelService, src: SourceModel | None =
     assert p is not None
     m = copy.deepcopy(module)
     if p.structured:
+        batch = probe_batch(work, prune.CALIBRATION_SENTENCES) if work is not None and work.tokenizer is not None else None
         try:
-            removed = prune.structured(m, p.sparsity)
+            removed = prune.structured(m, p.sparsity, batch)
         except ValueError as exc:
             raise InputError(f"spec.compression.pruning.structured: {exc}") from None
-        info: dict[str, Any] = {"structured": True, "amount": p.sparsity, **removed}
+        ranked = (f"contribution on {batch['input_ids'].shape[0]} training sentences, out projections refitted"
+                  if batch is not None else "weight norms")
+        info: dict[str, Any] = {"structured": True, "amount": p.sparsity, "ranked_by": ranked, **removed}
         if src is not None and work is not None and src.task == "feature-extraction" and p.recovery_steps > 0:
             layers = list(range(len(m.encoder.layer)))
             record = train_embedding(m, src, work, "pruned", p.recovery_steps, layers, 2.0, 0.5, 0)
