@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from lms_operator.compression.distill import layer_dropped_student
-from lms_operator.compression.prune import bert_blocks, linear_inputs, out_projections, refit, structured
+from lms_operator.compression.prune import bert_blocks, linear_inputs, out_projections, refit, spread_over_layers, structured
 
 
 def tiny_bert() -> transformers.BertModel:
@@ -95,3 +95,12 @@ def test_refit_brings_the_pruned_output_back_towards_the_unpruned_one() -> None:
     refit(model, bert_blocks(model), batch, [t.detach() for t in targets])
     after = (output(model, batch) - want).norm()
     assert after < 0.8 * before, (float(before), float(after))
+
+
+def test_with_data_the_share_is_taken_where_units_contribute_least() -> None:
+    model = tiny_bert()
+    with torch.no_grad():
+        model.encoder.layer[1].output.dense.weight *= 1e-3  # layer 1's FFN rows barely contribute
+    assert spread_over_layers([torch.tensor([1.0, 5.0]), torch.tensor([2.0, 3.0, 0.5])], 0.4) == [1, 1]
+    structured(model, 0.25, batch_of(torch.randint(0, 50, (4, 9))))
+    assert [layer.intermediate.dense.weight.shape[0] for layer in model.encoder.layer] == [16, 8]
