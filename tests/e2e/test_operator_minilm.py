@@ -35,6 +35,9 @@ def test_minilm_cpu_example_serves_embeddings_matching_onnxruntime(
     assert status["phase"] == "Ready", status.get("message")
     comp = status["compression"]
     assert comp["passed"] is True and comp["score"] >= 0.99 and comp["ratio"] > 2
+    # the search's summary survives the CRD's structural schema (an unknown field would be pruned)
+    assert comp["objective"] == "latency" and f"*{comp['variant']} " in comp["variants"], comp
+    assert comp["speedupMedian"] > 0, comp
     assert condition(status, "QualityGatePassed")["status"] == "True"
     table = kubectl("get", "lms", name, "-n", namespace).stdout
     assert "Ready" in table and str(comp["ratio"]) in table and str(comp["score"]) in table, table

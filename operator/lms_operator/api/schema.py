@@ -368,6 +368,7 @@ STATUS = obj({
         "latencyMs": number(),
         "baselineLatencyMs": number(),
         "speedup": number(),
+        "speedupMedian": number("Speed-up over the median of the timing rounds (speedup is the best round's)."),
         "metric": string(max_length=32),
         "score": number(),
         "threshold": number(),
@@ -379,6 +380,9 @@ STATUS = obj({
         "dataSha256": string("sha256 of the evaluation data file (or of the built-in corpus).", max_length=64),
         "note": string("What the variant does and does not gain (e.g. unstructured pruning: smaller file, "
                        "same latency).", max_length=1024),
+        "objective": string("What the variant search optimised: latency or size.", max_length=16),
+        "variants": string("Every candidate the search built: size, speed, score; the published one starred.",
+                           max_length=4096),
     }),
     "endpoint": obj({"http": string(max_length=512), "grpc": string(max_length=512)}),
     "replicas": integer(minimum=0),
