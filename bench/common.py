@@ -50,6 +50,15 @@ def minilm_setup(threads: int, n_eval: int = 512, n_monitor: int = 128) -> Setup
     return Setup(src, tok, corpus, train, held[:n_eval], held[n_eval:n_eval + n_monitor])
 
 
+def pruning_batch(setup: Setup) -> dict[str, Any]:
+    """The training sentences structured pruning ranks units and refits on, as the pipeline does."""
+    from lms_operator.compression.prune import CALIBRATION_SENTENCES
+
+    enc = setup.tokenizer(setup.train[:CALIBRATION_SENTENCES], padding=True, truncation=True, max_length=64,
+                          return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
 def embed_all(model: Any, tok: Any, texts: list[str], max_length: int = 128) -> Any:
     """fp32 torch sentence embeddings (mean-pooled, normalised as the exported model)."""
     import numpy as np

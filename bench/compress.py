@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Setup, embed_all, minilm_setup, torch_scores  # noqa: E402
+from common import REPO, Setup, embed_all, minilm_setup, pruning_batch, torch_scores  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lms" / "bench-compress"
 
@@ -53,15 +53,6 @@ class Base:
 BASES = {b.name: b for b in (Base("student4", 400, layers=4), Base("student3", 600, layers=3),
                              Base("pruned", 800, prune_amount=0.3),
                              Base("pruned25", 800, prune_amount=0.25))}
-
-
-def pruning_batch(setup: Setup) -> dict[str, Any]:
-    """The training sentences structured pruning ranks units and refits on (as the pipeline does)."""
-    from lms_operator.compression.prune import CALIBRATION_SENTENCES
-
-    enc = setup.tokenizer(setup.train[:CALIBRATION_SENTENCES], padding=True, truncation=True, max_length=64,
-                          return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
 def fresh_module(base: Base, setup: Setup) -> tuple[Any, dict[str, Any]]:

@@ -1,13 +1,13 @@
 """Structured pruning + recovery distillation benchmark on MiniLM-L6 and the built-in corpus.
 
-Removes the lowest-norm share --amount of attention heads and FFN rows in every layer
-(prune.structured), scores the pruned model, then trains it back towards the teacher with
+Removes the share --amount of attention heads and FFN rows (prune.structured: by contribution on
+training text across layers with refitted out projections, or by --ranking weights), scores the pruned model, then trains it back towards the teacher with
 distill.train_embedding (same objective as distillation, each layer tied to the same teacher
 layer) for --steps steps and scores it again: mean cosine to the teacher and `similarity`
 (Spearman of pairwise cosines), fp32 torch, on held-out corpus lines never trained on.
 Writes bench/results/prune.json.
 
-    .venv/bin/python bench/prune.py [--amount 0.25] [--steps 150] [--threads 1]
+    .venv/bin/python bench/prune.py [--amount 0.25] [--steps 150] [--threads 1] [--ranking weights]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, embed_all, machine, minilm_setup, torch_scores  # noqa: E402
+from common import REPO, embed_all, machine, minilm_setup, pruning_batch, torch_scores  # noqa: E402
 
 
 def main() -> int:
@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--eval", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ranking", choices=["contribution", "weights"], default="contribution",
+                        help="contribution: on 256 training sentences, across layers, out projections refitted "
+                             "(the pipeline's way); weights: weight norms, the same share per layer")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "prune.json")
     args = parser.parse_args()
 
@@ -39,7 +42,7 @@ def main() -> int:
     src, tok, train, evaluation, monitor = setup.src, setup.tokenizer, setup.train, setup.evaluation, setup.monitor
     ref = embed_all(src.module, tok, evaluation)
     model = copy.deepcopy(src.module)
-    removed = prune.structured(model, args.amount)
+    removed = prune.structured(model, args.amount, pruning_batch(setup) if args.ranking == "contribution" else None)
     before = embed_all(model, tok, evaluation)
     cfg = distill.EmbedTraining(steps=args.steps, lr=args.lr, log_every=25)
     t0 = time.perf_counter()
@@ -49,10 +52,10 @@ def main() -> int:
     after = embed_all(model, tok, evaluation)
     result: dict[str, Any] = {
         "command": f"bench/prune.py --amount {args.amount} --steps {args.steps} --lr {args.lr} --eval {args.eval} "
-                   f"--threads {args.threads}",
+                   f"--threads {args.threads} --ranking {args.ranking}",
         "machine": machine(args.threads), "data": setup.data_info(),
-        "amount": args.amount, "removed": removed, "params": {"teacher": distill.param_count(src.module),
-                                                              "pruned": distill.param_count(model)},
+        "amount": args.amount, "ranking": args.ranking, "removed": removed,
+        "params": {"teacher": distill.param_count(src.module), "pruned": distill.param_count(model)},
         "before_recovery": torch_scores(ref, before), "after_recovery": torch_scores(ref, after),
         "recovery": {"steps": args.steps, "wall_s": round(wall, 1), "curve": record["curve"]},
     }
