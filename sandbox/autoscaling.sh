@@ -113,6 +113,42 @@ YAML
   wait_http "http://127.0.0.1:$port/-/ready" 60 prometheus "$log"
 }
 
+# Serve API group GROUP (v1beta1) from a host process on PORT through the aggregation layer: an
+# ExternalName Service pointing at localhost and an APIService trusting the sandbox CA.
+register_apiservice() {
+  local name="$1" group="$2" service="$3" namespace="$4" port="$5" log="$6"
+  "${kubectl[@]}" apply --server-side --force-conflicts -f - >&2 <<YAML
+apiVersion: v1
+kind: Service
+metadata:
+  name: $service
+  namespace: $namespace
+spec:
+  type: ExternalName
+  externalName: localhost
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: $name
+spec:
+  group: $group
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: $(base64 -w0 < "$dir/certs/ca.crt")
+  service:
+    name: $service
+    namespace: $namespace
+    port: $port
+YAML
+  if ! "${kubectl[@]}" wait --for=condition=Available "apiservice/$name" --timeout=120s >&2; then
+    echo "autoscaling: $name is not Available; log $log:" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+}
+
 keda_up() {
   certs
   "${kubectl[@]}" create namespace keda --dry-run=client -o yaml | "${kubectl[@]}" apply --server-side -f - >&2
@@ -150,36 +186,8 @@ keda_up() {
   fi
   api_port="$(cat "$dir/keda-adapter.port")"
 
-  "${kubectl[@]}" apply --server-side --force-conflicts -f - >&2 <<YAML
-apiVersion: v1
-kind: Service
-metadata:
-  name: keda-metrics-apiserver
-  namespace: keda
-spec:
-  type: ExternalName
-  externalName: localhost
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: $APISERVICE
-spec:
-  group: external.metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  caBundle: $(base64 -w0 < "$dir/certs/ca.crt")
-  service:
-    name: keda-metrics-apiserver
-    namespace: keda
-    port: $api_port
-YAML
-  if ! "${kubectl[@]}" wait --for=condition=Available "apiservice/$APISERVICE" --timeout=120s >&2; then
-    echo "autoscaling: $APISERVICE is not Available; keda-adapter log:" >&2
-    tail -n 20 "$dir/keda-adapter.log" >&2
-    exit 1
-  fi
+  register_apiservice "$APISERVICE" external.metrics.k8s.io keda-metrics-apiserver keda "$api_port" \
+    "$dir/keda-adapter.log"
 }
 
 # metrics-server's serving certificate, from the same CA, named for its Service (the aggregator
@@ -213,36 +221,7 @@ metrics_server_up() {
       --kubelet-port=10250 --node-selector=lms.dev/pool=cpu --metric-resolution=10s --kubelet-request-timeout=5s
   fi
   port="$(cat "$dir/metrics-server.port")"
-  "${kubectl[@]}" apply --server-side --force-conflicts -f - >&2 <<YAML
-apiVersion: v1
-kind: Service
-metadata:
-  name: metrics-server
-  namespace: kube-system
-spec:
-  type: ExternalName
-  externalName: localhost
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: $MS_APISERVICE
-spec:
-  group: metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  caBundle: $(base64 -w0 < "$dir/certs/ca.crt")
-  service:
-    name: metrics-server
-    namespace: kube-system
-    port: $port
-YAML
-  if ! "${kubectl[@]}" wait --for=condition=Available "apiservice/$MS_APISERVICE" --timeout=120s >&2; then
-    echo "autoscaling: $MS_APISERVICE is not Available; metrics-server log:" >&2
-    tail -n 20 "$dir/metrics-server.log" >&2
-    exit 1
-  fi
+  register_apiservice "$MS_APISERVICE" metrics.k8s.io metrics-server kube-system "$port" "$dir/metrics-server.log"
 }
 
 metrics_server_down() {
