@@ -1,4 +1,5 @@
-"""The kubelet's resource metrics endpoint (/metrics/resource) for the pod runner's CPU-pool nodes.
+"""The kubelet's resource metrics endpoint (/metrics/resource) for the pod runner's CPU-pool nodes,
+and its /containerLogs (what the API server asks for `kubectl logs`) from the pod runner's logs.
 
 metrics-server scrapes every node's kubelet over HTTPS at InternalIP:daemonEndpoints port and
 decodes the Prometheus text the kubelet serves (sigs.k8s.io/metrics-server
@@ -23,6 +24,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,13 +218,35 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     return key, cert
 
 
+PodLog = Callable[[str, str], "tuple[Path, bool] | None"]
+"""(namespace, pod) -> the pod's log file and whether it may still grow, or None for an unknown pod."""
+
+FOLLOW_POLL_SECONDS = 0.5
+
+
+def tail_lines(data: bytes, lines: int | None) -> bytes:
+    """The last `lines` lines of `data` (all of it for None), as `kubectl logs --tail` asks."""
+    if lines is None or lines < 0:
+        return data
+    if lines == 0:
+        return b""
+    kept = data.splitlines(keepends=True)[-lines:]
+    return b"".join(kept)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "lms-sandbox-kubelet"
     node = ""
     sampler: Callable[[], list[ContainerSample]]
+    pod_log: PodLog | None = None
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.split("?", 1)[0] != "/metrics/resource":
+        path, _, query = self.path.partition("?")
+        parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] == "containerLogs" and self.pod_log is not None:
+            self._logs(parts[1], parts[2], urllib.parse.parse_qs(query))
+            return
+        if path != "/metrics/resource":
             self.send_error(404)
             return
         try:
@@ -237,6 +261,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _logs(self, namespace: str, pod: str, query: dict[str, list[str]]) -> None:
+        """/containerLogs/<ns>/<pod>/<container>: what the API server asks for `kubectl logs`.
+        The pod runner keeps one log per pod, so every container name gets the pod's log."""
+        assert self.pod_log is not None
+        found = self.pod_log(namespace, pod)
+        if found is None:
+            self.send_error(404, f"no log for pod {namespace}/{pod}")
+            return
+        file, growing = found
+        tail = query.get("tailLines", [None])[0]
+        follow = query.get("follow", ["false"])[0] == "true"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.end_headers()
+        try:
+            with open(file, "rb") as fh:
+                self.wfile.write(tail_lines(fh.read(), int(tail) if tail else None))
+                self.wfile.flush()
+                while follow and growing:
+                    time.sleep(FOLLOW_POLL_SECONDS)
+                    more = fh.read()
+                    if more:
+                        self.wfile.write(more)
+                        self.wfile.flush()
+                    else:
+                        growing = (self.pod_log(namespace, pod) or (file, False))[1]
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped following
+
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s %s", self.node, fmt % args)
 
@@ -248,9 +301,10 @@ class KubeletMetrics:
 
     def __init__(self, cert_dir: Path, sampler: Callable[[], list[ContainerSample]],
                  list_nodes: Callable[[], list[tuple[str, dict[str, Any]]]],
-                 patch_node: Callable[[str, dict[str, Any]], None]) -> None:
+                 patch_node: Callable[[str, dict[str, Any]], None], pod_log: PodLog | None = None) -> None:
         self.key, self.cert = self_signed_cert(cert_dir)
         self.sampler = sampler
+        self.pod_log = pod_log
         self.list_nodes = list_nodes
         self.patch_node = patch_node
         self.servers: dict[str, http.server.ThreadingHTTPServer] = {}
@@ -266,7 +320,8 @@ class KubeletMetrics:
         return srv.server_address[1] if srv is not None else None
 
     def _serve(self, node: str) -> http.server.ThreadingHTTPServer:
-        handler = type(f"Handler_{node}", (_Handler,), {"node": node, "sampler": staticmethod(self.sampler)})
+        handler = type(f"Handler_{node}", (_Handler,), {"node": node, "sampler": staticmethod(self.sampler),
+                                                        "pod_log": staticmethod(self.pod_log) if self.pod_log else None})
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(self.cert), str(self.key))

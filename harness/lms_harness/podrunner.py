@@ -441,6 +441,17 @@ class PodRunner:
                 if c.proc is not None and c.proc.poll() is None and c.state.state == "running"]
         return sample_containers(rows, read_proc() if rows else [], int(time.time() * 1000))
 
+    def pod_log(self, namespace: str, name: str) -> tuple[Path, bool] | None:
+        """The pod's log file and whether a container of it still runs, for `kubectl logs`."""
+        key = pod_key({"metadata": {"namespace": namespace, "name": name}})
+        path = self.state_dir / "pods" / f"{key}.log"
+        if not path.is_file():
+            return None
+        with self.lock:
+            worker = self.workers.get(key)
+        running = worker is not None and any(c.proc is not None and c.proc.poll() is None for c in list(worker.containers))
+        return path, running
+
     def cpu_node_statuses(self) -> list[tuple[str, dict[str, Any]]]:
         nodes = self.core.list_node(label_selector=f"{POOL_LABEL}={RUN_POOL}")
         return [(n.metadata.name, self.api_client.sanitize_for_serialization(n.status) or {}) for n in nodes.items]
@@ -510,7 +521,7 @@ class PodRunner:
 
             try:
                 self.kubelet = KubeletMetrics(self.state_dir / "kubelet", self.container_samples,
-                                              self.cpu_node_statuses, self.patch_node_status).start()
+                                              self.cpu_node_statuses, self.patch_node_status, self.pod_log).start()
             except (OSError, subprocess.CalledProcessError) as exc:  # e.g. no openssl: pods still run
                 log.warning("kubelet resource metrics not served: %s", exc)
                 self.kubelet = False

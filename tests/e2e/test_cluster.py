@@ -194,6 +194,8 @@ def test_job_pod_is_run_and_reports_exit_code_and_message(kubectl: Kubectl, k8s:
         assert (cluster.pvc_dir(namespace, "data") / "out.txt").read_text() == "written by the pod"
         log = cluster.state_dir / "pods" / f"{namespace}_{pod.metadata.name}.log"  # type: ignore[operator]
         assert "hello from the pod" in log.read_text()
+        # kubectl logs goes API server -> the node's kubelet port, which the pod runner serves
+        assert "hello from the pod" in kubectl("logs", "-n", namespace, "job/work", "--tail=5").stdout
 
 
 def test_failing_pod_reports_its_exit_code(kubectl: Kubectl, k8s: K8s, namespace: str) -> None:

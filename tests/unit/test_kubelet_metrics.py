@@ -8,13 +8,14 @@ import re
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from lms_harness.kubeletmetrics import (ContainerSample, KubeletMetrics, ProcStat, Usage, group_usage,
+from lms_harness.kubeletmetrics import (ContainerSample, KubeletMetrics, ProcStat, Usage, group_usage, tail_lines,
                                         node_needs_patch, node_status_patch, parse_proc_stat, read_proc,
                                         render_resource_metrics, rfc3339_seconds, sample_containers)
 
@@ -148,3 +149,44 @@ def test_https_endpoint_serves_a_busy_process_groups_cpu(tmp_path: Path) -> None
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_tail_lines_keeps_the_last_lines() -> None:
+    assert tail_lines(b"a\nb\nc\n", 2) == b"b\nc\n"
+    assert tail_lines(b"a\nb", None) == b"a\nb" and tail_lines(b"a\nb", 0) == b""
+    assert tail_lines(b"a\nb", 5) == b"a\nb"
+
+
+def test_container_logs_are_served_tailed_and_followed_until_the_pod_ends(tmp_path: Path) -> None:
+    log_file = tmp_path / "team-a_job.log"
+    log_file.write_text("step 1\nstep 2\n")
+    running = threading.Event()
+    running.set()
+
+    def pod_log(ns: str, pod: str) -> tuple[Path, bool] | None:
+        return (log_file, running.is_set()) if (ns, pod) == ("team-a", "job") else None
+
+    km = KubeletMetrics(tmp_path / "certs", lambda: [], lambda: [("lms-cpu-0", {})], lambda n, b: None, pod_log)
+    km.sync()
+    base = f"https://127.0.0.1:{km.port('lms-cpu-0')}/containerLogs/team-a"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"{base}/job/compress?tailLines=1", context=ctx, timeout=5) as r:
+            assert r.read() == b"step 2\n"
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/other/compress", context=ctx, timeout=5)
+        assert err.value.code == 404
+
+        def finish() -> None:
+            time.sleep(1.0)
+            with open(log_file, "a") as fh:
+                fh.write("published\n")
+            time.sleep(1.0)
+            running.clear()
+
+        threading.Thread(target=finish, daemon=True).start()
+        with urllib.request.urlopen(f"{base}/job/compress?follow=true", context=ctx, timeout=10) as r:
+            assert r.read() == b"step 1\nstep 2\npublished\n"  # returns once the pod has ended
+    finally:
+        km.stop()
