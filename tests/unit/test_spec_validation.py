@@ -212,7 +212,7 @@ def test_threads_follow_cpu_request() -> None:
     assert parse_spec(with_spec(serving={"resources": {"cpu": "500m"}})).spec.serving.threads == 1
 
 
-@pytest.mark.parametrize("name", ["minilm-cpu.yaml", "minilm-gpu.yaml", "digits-distill.yaml", "minilm-distill.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_examples_are_valid(name: str) -> None:
     load_spec_file(EXAMPLES / name)
 
