@@ -121,7 +121,7 @@ class _Captured(Exception):
 
 
 def linear_inputs(module: nn.Module, batch: dict[str, torch.Tensor], linears: Sequence[nn.Linear],
-                   stop: bool = False) -> list[torch.Tensor]:
+                  stop: bool = False) -> list[torch.Tensor]:
     """The real-token inputs (tokens x features) of each of `linears` when `module` runs on `batch`;
     with `stop` the pass ends at the last of them."""
     real = batch["attention_mask"].bool()
