@@ -7,11 +7,13 @@ leave the encoder's output unchanged; this pins both the choice (lowest norm) an
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import transformers
 
 from lms_operator.compression.distill import layer_dropped_student
+from lms_operator.compression.export import export_module
 from lms_operator.compression.prune import bert_blocks, linear_inputs, out_projections, refit, spread_over_layers, structured
 
 
@@ -104,3 +106,13 @@ def test_with_data_the_share_is_taken_where_units_contribute_least() -> None:
     assert spread_over_layers([torch.tensor([1.0, 5.0]), torch.tensor([2.0, 3.0, 0.5])], 0.4) == [1, 1]
     structured(model, 0.25, batch_of(torch.randint(0, 50, (4, 9))))
     assert [layer.intermediate.dense.weight.shape[0] for layer in model.encoder.layer] == [16, 8]
+
+
+def test_export_leaves_the_module_in_eval_mode(tmp_path: Path) -> None:
+    """Pruning and layer choice run on the teacher after its export: dropout left on would make
+    their measurements noise (the untrained pruned MiniLM scored 0.59 instead of 0.925)."""
+    model = tiny_bert()
+    ids = torch.randint(0, 50, (2, 7))
+    export_module(model, "feature-extraction", tmp_path / "model.onnx",
+                  {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    assert not any(m.training for m in model.modules())

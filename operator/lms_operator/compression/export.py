@@ -79,6 +79,9 @@ def export_module(module: nn.Module, task: str, out_path: Path, example: dict[st
         names_in, name_out = ["input"], "logits"
         axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
     large = parameter_bytes(module) > PROTOBUF_LIMIT
+    # torch.onnx.export puts the wrapper back in the mode it found it in; a new nn.Module starts in
+    # training mode, which would leave `module` with dropout on for whatever runs on it next
+    wrapper.eval()
     with torch.no_grad():
         torch.onnx.export(wrapper, args, str(out_path), dynamo=False, opset_version=OPSET,
                           input_names=names_in, output_names=[name_out], dynamic_axes=axes,
