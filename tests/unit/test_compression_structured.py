@@ -116,3 +116,16 @@ def test_export_leaves_the_module_in_eval_mode(tmp_path: Path) -> None:
     export_module(model, "feature-extraction", tmp_path / "model.onnx",
                   {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     assert not any(m.training for m in model.modules())
+
+
+def test_a_checkpoint_is_only_resumed_by_a_student_of_the_same_shapes() -> None:
+    from lms_operator.compression.pipeline import checkpoint_fingerprint
+
+    data = {"distillation": {"sha256": "abc"}, "split": "rule"}
+    a, b, c = tiny_bert(), tiny_bert(), tiny_bert()
+    structured(b, 0.25)
+    structured(c, 0.25)
+    training = ["pruned", 800, [0, 1]]
+    assert checkpoint_fingerprint(b, training, data) == checkpoint_fingerprint(c, training, data)
+    assert checkpoint_fingerprint(a, training, data) != checkpoint_fingerprint(b, training, data)
+    assert checkpoint_fingerprint(b, training, data) != checkpoint_fingerprint(b, training, {"distillation": {"sha256": "x"}})

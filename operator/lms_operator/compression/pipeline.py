@@ -3,6 +3,7 @@ variants -> quality gate -> fastest passing variant -> published version folder.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -108,6 +109,15 @@ def probe_batch(work: Workload, n: int = 64) -> dict[str, Any]:
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
+def checkpoint_fingerprint(student: Any, training: list[Any], data_info: dict[str, Any]) -> str:
+    """What a checkpoint must match to be resumed: the training settings, the data's digests and
+    the student's shapes (a pruned student's shapes depend on what its ranking measured, so a
+    rerun can differ from the killed run)."""
+    shapes = hashlib.sha256(repr([(n, tuple(t.shape)) for n, t in student.state_dict().items()]).encode()).hexdigest()
+    data = {k: v.get("sha256") for k, v in data_info.items() if isinstance(v, dict)}
+    return json.dumps([*training, shapes, data], sort_keys=True)
+
+
 def train_embedding(student: Any, src: SourceModel, work: Workload, role: str, steps: int, layer_map: list[int],
                     temperature: float, alpha: float, seed: int) -> dict[str, Any]:
     """Distil `student` from the source model on the training text, checkpointing under work.checkpoints/role.
@@ -121,8 +131,8 @@ def train_embedding(student: Any, src: SourceModel, work: Workload, role: str, s
     monitor: list[str] = []
     if len(text) > 2 * MONITOR_SENTENCES:
         text, monitor = text[:-MONITOR_SENTENCES], text[-MONITOR_SENTENCES:]
-    fingerprint = json.dumps([role, steps, layer_map, temperature, alpha, seed,
-                              {k: v.get("sha256") for k, v in work.data_info.items() if isinstance(v, dict)}], sort_keys=True)
+    fingerprint = checkpoint_fingerprint(student, [role, steps, layer_map, temperature, alpha, seed],
+                                         work.data_info)
     folder = work.checkpoints / role if work.checkpoints is not None else None
     cfg = distill.EmbedTraining(steps=steps, temperature=temperature, alpha=alpha, seed=seed, checkpoint_dir=folder,
                                 fingerprint=fingerprint, device=work.train_device,
