@@ -50,12 +50,10 @@ def minilm_setup(threads: int, n_eval: int = 512, n_monitor: int = 128) -> Setup
     return Setup(src, tok, corpus, train, held[:n_eval], held[n_eval:n_eval + n_monitor])
 
 
-def pruning_batch(setup: Setup) -> dict[str, Any]:
-    """The training sentences structured pruning ranks units and refits on, as the pipeline does."""
-    from lms_operator.compression.prune import CALIBRATION_SENTENCES
-
-    enc = setup.tokenizer(setup.train[:CALIBRATION_SENTENCES], padding=True, truncation=True, max_length=64,
-                          return_tensors="pt")
+def train_batch(setup: Setup, n: int) -> dict[str, Any]:
+    """The first `n` training sentences as one batch, as the pipeline's probe_batch makes it: the
+    student's layers are chosen and pruned units ranked on it."""
+    enc = setup.tokenizer(setup.train[:n], padding=True, truncation=True, max_length=64, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Setup, embed_all, minilm_setup, pruning_batch, torch_scores  # noqa: E402
+from common import REPO, Setup, embed_all, minilm_setup, torch_scores, train_batch  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lms" / "bench-compress"
 
@@ -63,13 +63,11 @@ def fresh_module(base: Base, setup: Setup) -> tuple[Any, dict[str, Any]]:
 
     distill.seed_all(0)
     if base.layers is not None:
-        probe = setup.tokenizer(setup.train[:64], padding=True, truncation=True, max_length=64, return_tensors="pt")
-        keep, _ = distill.choose_layers(setup.src.module, base.layers, {"input_ids": probe["input_ids"],
-                                                                        "attention_mask": probe["attention_mask"]})
+        keep, _ = distill.choose_layers(setup.src.module, base.layers, train_batch(setup, 64))
         student, kept = distill.layer_dropped_student(setup.src.module, base.layers, keep)
         return student, {"layers_kept": kept, "layer_map": kept}
     model = copy.deepcopy(setup.src.module)
-    removed = prune.structured(model, float(base.prune_amount or 0), pruning_batch(setup))
+    removed = prune.structured(model, float(base.prune_amount or 0), train_batch(setup, prune.CALIBRATION_SENTENCES))
     return model, {"removed": removed, "layer_map": list(range(len(model.encoder.layer)))}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, embed_all, machine, minilm_setup, pruning_batch, torch_scores  # noqa: E402
+from common import REPO, embed_all, machine, minilm_setup, torch_scores, train_batch  # noqa: E402
 
 
 def main() -> int:
@@ -42,7 +42,8 @@ def main() -> int:
     src, tok, train, evaluation, monitor = setup.src, setup.tokenizer, setup.train, setup.evaluation, setup.monitor
     ref = embed_all(src.module, tok, evaluation)
     model = copy.deepcopy(src.module)
-    removed = prune.structured(model, args.amount, pruning_batch(setup) if args.ranking == "contribution" else None)
+    removed = prune.structured(model, args.amount,
+                               train_batch(setup, prune.CALIBRATION_SENTENCES) if args.ranking == "contribution" else None)
     before = embed_all(model, tok, evaluation)
     cfg = distill.EmbedTraining(steps=args.steps, lr=args.lr, log_every=25)
     t0 = time.perf_counter()

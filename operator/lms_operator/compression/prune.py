@@ -234,9 +234,10 @@ def structured(module: nn.Module, amount: float, batch: dict[str, torch.Tensor] 
         raise ValueError("structured pruning needs a BERT-style encoder (attention heads and FFN blocks)")
     targets: list[torch.Tensor] = []
     if batch is not None:
-        inputs = linear_inputs(module, batch, out_projections(blocks))
+        outs = out_projections(blocks)
+        inputs = linear_inputs(module, batch, outs)
         with torch.no_grad():
-            targets = [lin(x) for lin, x in zip(out_projections(blocks), inputs)]
+            targets = [lin(x) for lin, x in zip(outs, inputs)]
         scored = contribution_scores(blocks, inputs)
         del inputs
         cuts = [spread_over_layers([sc[i] for sc in scored], amount) for i in (0, 1)]
