@@ -198,6 +198,24 @@ def test_status_compression_comes_from_the_observation_and_is_replaced_whole() -
     assert patch["compression"]["ratio"] is None  # a merge patch that drops the old version's numbers
 
 
+def conds_full(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_gate_message_keeps_the_recorded_numbers_once_the_job_summary_is_not_read_again() -> None:
+    first = st.derive_status(st.Observation(generation=1, desired_version="k", repository=CLAIM_OK,
+                                            compression=PUBLISHED, serving=serving("k", 1)), {}, T0)
+    assert conds_full(first)[st.QUALITY_GATE_PASSED]["message"] == "cosine 0.9921 >= 0.99"
+    recorded = st.CompressionOutcome("published", st.PUBLISHED, "compression Job succeeded")  # no summary
+    later = st.derive_status(st.Observation(generation=1, desired_version="k", repository=CLAIM_OK,
+                                            compression=recorded, serving=serving("k", 1)), first, T1)
+    assert conds_full(later)[st.QUALITY_GATE_PASSED] == conds_full(first)[st.QUALITY_GATE_PASSED]
+    assert later["compression"] == first["compression"]
+    other = st.derive_status(st.Observation(generation=2, desired_version="k2", repository=CLAIM_OK,
+                                            compression=recorded, serving=serving("k", 1)), first, T1)
+    assert conds_full(other)[st.QUALITY_GATE_PASSED]["message"] == "quality gate passed"  # k's numbers are not k2's
+
+
 def test_progress_deadline_is_the_reason_on_serving_and_ready() -> None:
     obs = st.Observation(generation=1, desired_version="k2", repository=CLAIM_OK, compression=PUBLISHED,
                          serving=serving("k2", 0, False, STALLED))

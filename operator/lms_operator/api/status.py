@@ -15,7 +15,7 @@ from lms_operator.api.contract import (  # noqa: F401  (the vocabulary, re-expor
     INVALID_MODEL, INVALID_SPEC, KEDA_NOT_INSTALLED, KEDA_SCALING, NO_READY_REPLICAS, PENDING,
     PROGRESS_DEADLINE_EXCEEDED, PUBLISHED, QUALITY_GATE_FAILED, QUALITY_GATE_PASSED, READY, READY_PHASE, REBUILDING,
     REPOSITORY_READY, ROLLING_OUT, SCALED_TO_ZERO, SERVING_PREVIOUS, SERVING_READY, SPEC_VALID,
-    UNSUPPORTED_REPOSITORY, VALIDATED, VERSION_MISMATCH, WAITING, CompressionSummary, ExitCode)
+    UNSUPPORTED_REPOSITORY, VALIDATED, VERSION_MISMATCH, WAITING, CompressionSummary, ExitCode, Quality)
 from lms_operator.api.contract import DETERMINISTIC_EXIT_CODES as DETERMINISTIC
 from lms_operator.api.contract import INPUT_REASONS
 
@@ -171,7 +171,8 @@ def derive_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[
     block = compression_block(obs.compression, obs.desired_version, previous.get("compression"))
     if block is not None:
         status["compression"] = block
-    conds += compression_conditions(obs.compression)
+    recorded = block if block is not None and block.get("version") == obs.desired_version else None
+    conds += compression_conditions(obs.compression, recorded)
     conds.append(serving_condition(serving, served, scaled_to_zero(obs)))
     if obs.autoscaling is not None:
         conds.append(obs.autoscaling)
@@ -195,7 +196,9 @@ def compression_block(comp: CompressionOutcome | None, key: str | None,
     return None
 
 
-def compression_conditions(comp: CompressionOutcome | None) -> list[Condition]:
+def compression_conditions(comp: CompressionOutcome | None, recorded: dict[str, Any] | None = None) -> list[Condition]:
+    """Compressed and QualityGatePassed. `recorded`: status.compression of this version, whose gate
+    numbers stand in when the outcome carries no summary (a succeeded Job whose numbers are recorded)."""
     if comp is None:
         return [Condition(COMPRESSED, None, WAITING, "waiting for the repository"),
                 Condition(QUALITY_GATE_PASSED, None, WAITING, "not evaluated yet")]
@@ -203,14 +206,19 @@ def compression_conditions(comp: CompressionOutcome | None) -> list[Condition]:
         return [Condition(COMPRESSED, False, comp.reason, comp.message),
                 Condition(QUALITY_GATE_PASSED, None, comp.reason, "not evaluated yet")]
     if comp.state == "published":
+        summary = comp.summary or CompressionSummary(quality=recorded_quality(recorded or {}))
         return [Condition(COMPRESSED, True, comp.reason, comp.message),
-                Condition(QUALITY_GATE_PASSED, True, GATE_PASSED,
-                          comp.summary.gate_text() if comp.summary else "quality gate passed")]
+                Condition(QUALITY_GATE_PASSED, True, GATE_PASSED, summary.gate_text())]
     if comp.reason == QUALITY_GATE_FAILED:
         return [Condition(COMPRESSED, False, comp.reason, comp.message),
                 Condition(QUALITY_GATE_PASSED, False, QUALITY_GATE_FAILED, comp.message)]
     return [Condition(COMPRESSED, False, comp.reason, comp.message),
             Condition(QUALITY_GATE_PASSED, None, comp.reason, "not evaluated")]
+
+
+def recorded_quality(block: dict[str, Any]) -> Quality:
+    """The gate's numbers as status.compression recorded them (a published version passed)."""
+    return Quality(block.get("metric"), block.get("score"), block.get("threshold"), block.get("passed", True))
 
 
 def serving_condition(serving: ServingObservation | None, served: str | None, idle: bool = False) -> Condition:
