@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.server
 import logging
 import os
+import select
 import ssl
 import subprocess
 import threading
@@ -280,7 +281,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(tail_lines(fh.read(), int(tail) if tail else None))
                 self.wfile.flush()
                 while follow and growing:
-                    time.sleep(FOLLOW_POLL_SECONDS)
+                    if select.select([self.connection], [], [], FOLLOW_POLL_SECONDS)[0]:
+                        return  # a following client sends nothing more: readable means it hung up
                     more = fh.read()
                     if more:
                         self.wfile.write(more)

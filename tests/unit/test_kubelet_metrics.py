@@ -168,6 +168,14 @@ def test_container_logs_are_served_tailed_and_followed_until_the_pod_ends(tmp_pa
 
     km = KubeletMetrics(tmp_path / "certs", lambda: [], lambda: [("lms-cpu-0", {})], lambda n, b: None, pod_log)
     km.sync()
+    idle = threading.active_count()
+
+    def settles() -> bool:  # every request's thread has ended
+        deadline = time.monotonic() + 5
+        while threading.active_count() > idle and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return threading.active_count() == idle
+
     base = f"https://127.0.0.1:{km.port('lms-cpu-0')}/containerLogs/team-a"
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -185,8 +193,17 @@ def test_container_logs_are_served_tailed_and_followed_until_the_pod_ends(tmp_pa
             time.sleep(1.0)
             running.clear()
 
-        threading.Thread(target=finish, daemon=True).start()
+        finisher = threading.Thread(target=finish, daemon=True)
+        finisher.start()
         with urllib.request.urlopen(f"{base}/job/compress?follow=true", context=ctx, timeout=10) as r:
             assert r.read() == b"step 1\nstep 2\npublished\n"  # returns once the pod has ended
+
+        finisher.join()
+        assert settles()
+        running.set()  # a quiet pod that still runs: a client that hangs up frees its follower
+        with urllib.request.urlopen(f"{base}/job/compress?follow=true", context=ctx, timeout=10) as r:
+            assert r.read(7) == b"step 1\n"
+            assert threading.active_count() == idle + 1
+        assert settles()
     finally:
         km.stop()
