@@ -54,7 +54,23 @@ def test_cel_rules_cover_cross_field_constraints() -> None:
                        "self.minReplicas <= self.maxReplicas",
                        "has(self.pvc) != has(self.uri)"):
         assert expression in text
+
+
+def test_uri_fields_are_checked_by_cel_rules_with_words() -> None:
+    """The API server words a CEL rule's refusal with its message, a pattern's with the raw expression."""
     root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    pattern = root["properties"]["spec"]["properties"]["model"]["properties"]["uri"]["pattern"]
+    uris = [(path, node) for path, node in _walk(root) if path.startswith(".spec") and
+            (path.endswith((".uri", "Uri")) or path.endswith(".dataset"))]
+    assert {path for path, _ in uris} >= {".spec.model.uri", ".spec.repository.uri", ".spec.compression.data.evaluation.uri",
+                                          ".spec.compression.data.calibration.uri",
+                                          ".spec.compression.data.distillation.uri",
+                                          ".spec.compression.distillation.studentUri",
+                                          ".spec.compression.distillation.dataset"}
+    for path, node in uris:
+        assert "pattern" not in node, path
+        messages = " ".join(rule["message"] for rule in node["x-kubernetes-validations"])
+        assert "for example" in messages and "'..'" in messages and "control characters" in messages, path
+        assert "empty path segment" in messages, path
+    model_rule = root["properties"]["spec"]["properties"]["model"]["properties"]["uri"]["x-kubernetes-validations"][0]
     for scheme in ("^file:", "^hf://", "^pvc://", "^s3://"):
-        assert scheme in pattern
+        assert scheme in model_rule["rule"]

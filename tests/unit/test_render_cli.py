@@ -58,8 +58,56 @@ def test_invalid_spec_exits_non_zero_with_paths(tmp_path: Path) -> None:
 
 def test_validate_reports_each_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {}\n")
+    bad.write_text("apiVersion: serving.lms.dev/v1alpha1\nkind: LargeModelServce\nmetadata: {name: x}\nspec: {}\n")
     result = lms("validate", str(EXAMPLES / "minilm-cpu.yaml"), str(bad))
     assert result.returncode == 2
     assert "minilm-cpu.yaml: valid" in result.stdout
     assert "kind: must be LargeModelService" in result.stderr and "spec.model: is required" in result.stderr
+
+
+def test_a_file_without_a_large_model_service_is_refused(tmp_path: Path) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {}\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("---\n")
+    for path, holds in ((pod, " (only Pod)"), (empty, "")):
+        result = lms("validate", str(path))
+        assert result.returncode == 2 and result.stdout == ""
+        assert f"error: {path}: (file): holds no LargeModelService{holds}" in result.stderr
+
+
+def multi_document(tmp_path: Path, second_uri: str) -> Path:
+    """A GitOps file: a ConfigMap, the example and a second LargeModelService."""
+    example = yaml.safe_load((EXAMPLES / "minilm-cpu.yaml").read_text())
+    second = {**example, "metadata": {"name": "second", "namespace": "team-b"},
+              "spec": {"model": {"uri": second_uri}}}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "b"}}
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump_all([config_map, example, second]))
+    return path
+
+
+def test_validate_takes_several_documents_and_names_the_bad_one(tmp_path: Path) -> None:
+    path = multi_document(tmp_path, "pvc://claim/../../etc")
+    result = lms("validate", str(path))
+    assert result.returncode == 2
+    assert result.stdout == f"{path}: document 2 (minilm): valid (default/minilm)\n"
+    assert result.stderr.splitlines() == [
+        f"note: {path}: document 1 (settings): skipped: a ConfigMap, not a LargeModelService",
+        f"error: {path}: document 3 (second): spec.model.uri: must not contain a '..' path segment (nor an encoded "
+        "one such as %2e%2e): a path stays inside its bucket, claim or folder"]
+
+
+def test_render_renders_each_service_of_a_file_or_nothing(tmp_path: Path) -> None:
+    bad = lms("render", str(multi_document(tmp_path, "file:///tmp/../etc/passwd")))
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "document 3 (second): spec.model.uri: must not contain a '..' path segment" in bad.stderr
+    good = lms("render", str(multi_document(tmp_path, "pvc://claim/models/second")))
+    assert good.returncode == 0, good.stderr
+    assert "skipped: a ConfigMap" in good.stderr
+    objects = list(yaml.safe_load_all(good.stdout))
+    assert {(o["kind"], o["metadata"]["namespace"]) for o in objects if o["kind"] == "Job"} == \
+        {("Job", "default"), ("Job", "team-b")}
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["namespace"] == "team-b")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == \
+        ["--source-root", "/sources", "--model-dir", "/sources/models/second"]

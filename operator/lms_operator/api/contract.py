@@ -80,7 +80,7 @@ STORAGE_REASONS = (STORAGE_ACCESS_DENIED, MODEL_NOT_FOUND, DIGEST_MISMATCH)
 INVALID_DATA = "InvalidData"
 """spec.compression.data (or the built-in corpus) cannot serve the gate: missing, empty, not UTF-8, bad JSON,
 a missing field, too few samples."""
-INPUT_REASONS = (*STORAGE_REASONS, INVALID_DATA)
+INPUT_REASONS = (*STORAGE_REASONS, INVALID_DATA, INVALID_SPEC)
 """Bad-input verdicts the Job names in its summary's `reason` (the Failed condition's reason)."""
 
 SUMMARY_LIMIT = 4096

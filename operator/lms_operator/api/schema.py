@@ -10,6 +10,9 @@ import copy
 from typing import Any
 
 from lms_operator.api.contract import PHASES
+from lms_operator.api.forms import (DATA_URI_PATTERN, DATA_URI_WORDS, DNS1123_PATTERN, DNS1123_SUBDOMAIN_PATTERN,
+                                    MODEL_URI_PATTERN, MODEL_URI_WORDS, PROMETHEUS_DURATION_PATTERN, QUANTITY_PATTERN,
+                                    REPOSITORY_URI_WORDS, S3_REPOSITORY_PATTERN, SHA256_PATTERN, uri_rules)
 
 Schema = dict[str, Any]
 
@@ -22,18 +25,6 @@ SHORT_NAMES = ["lms"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-# Source and repository URIs (storage/uri.py parses the same shapes). An S3 bucket follows S3's
-# naming rules; repository path segments hold only what Triton's s3:// form can address.
-S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
-S3_URI_PATTERN = rf"^s3://{S3_BUCKET}(/\S*)?$"
-S3_REPOSITORY_PATTERN = rf"^s3://{S3_BUCKET}(/[0-9A-Za-z._-]+)*/?$"
-HF_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._/-]*)?$"
-PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?$"
-FILE_URI_PATTERN = r"^file:\S+$"
-MODEL_URI_PATTERN = "|".join(f"({p})" for p in (FILE_URI_PATTERN, HF_URI_PATTERN, PVC_URI_PATTERN, S3_URI_PATTERN))
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
-DNS1123_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def _with(schema: Schema, description: str | None, default: Any) -> Schema:
@@ -54,6 +45,13 @@ def string(description: str | None = None, *, enum: list[str] | None = None, max
     if min_length is not None:
         schema["minLength"] = min_length
     return _with(schema, description, default)
+
+
+def uri(description: str, *, form: str, words: str, max_length: int = 2048) -> Schema:
+    """A URI field: its form and safety checks are CEL rules, so the API server words its refusals too."""
+    schema = string(description, max_length=max_length)
+    schema["x-kubernetes-validations"] = uri_rules(form, words)
+    return schema
 
 
 def integer(description: str | None = None, *, minimum: int | None = None, maximum: int | None = None,
@@ -130,9 +128,9 @@ def secret_ref(description: str) -> Schema:
 
 
 MODEL = obj({
-    "uri": string("Where the source model lives: s3://bucket/prefix (a Hugging Face folder, or one .onnx, .pt or "
-                  ".safetensors object), hf://org/name[@revision], pvc://claim/path, or file: (local CLI only).",
-                  max_length=2048, pattern=MODEL_URI_PATTERN),
+    "uri": uri("Where the source model lives: s3://bucket/prefix (a Hugging Face folder, or one .onnx, .pt or "
+               ".safetensors object), hf://org/name[@revision], pvc://claim/path, or file: (local CLI only).",
+               form=MODEL_URI_PATTERN, words=MODEL_URI_WORDS),
     "secretRef": secret_ref("Credentials for the source: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optionally "
                             "AWS_ENDPOINT_URL, AWS_REGION, AWS_SESSION_TOKEN) for s3://, HF_TOKEN (and optionally "
                             "HF_ENDPOINT) for hf://."),
@@ -141,7 +139,7 @@ MODEL = obj({
                    enum=["feature-extraction", "text-classification", "image-classification",
                          "tabular-classification"], default="feature-extraction"),
     "sha256": string("Digest pin of the model file (or of a folder's manifest); a mismatch fails the resource.",
-                     max_length=64, pattern="^[a-f0-9]{64}$"),
+                     max_length=64, pattern=SHA256_PATTERN),
 }, "The model to compress and serve.", required=["uri"])
 
 PRUNING = obj({
@@ -174,12 +172,12 @@ DISTILLATION = obj({
     "alpha": number("Weight of the task loss; 1 - alpha weighs the teacher term.", minimum=0.0, maximum=1.0,
                     default=0.5),
     "epochs": integer("Passes over the training text.", minimum=1, maximum=100, default=1),
-    "dataset": string("Alias of compression.data.distillation.uri (plain text); set one of the two.",
-                      max_length=2048),
+    "dataset": uri("Alias of compression.data.distillation.uri (plain text); set one of the two.",
+                   form=DATA_URI_PATTERN, words=DATA_URI_WORDS),
     "steps": integer("Training steps (batches of 32) for embedding students; default: epochs over the text, "
                      "at most 2000 steps.", minimum=1, maximum=1_000_000),
-    "studentUri": string("A given student model instead of a layer-dropped teacher.", max_length=2048,
-                         pattern=MODEL_URI_PATTERN),
+    "studentUri": uri("A given student model instead of a layer-dropped teacher.", form=MODEL_URI_PATTERN,
+                      words=MODEL_URI_WORDS),
     "seed": integer("Random seed; the same seed gives the same student.", minimum=0, maximum=2**31 - 1, default=0),
 }, "Knowledge distillation into a smaller student.", required=["studentLayers"])
 
@@ -192,14 +190,12 @@ QUALITY_GATE = obj({
     "samples": integer("Held-out samples scored.", minimum=8, maximum=10000, default=256),
 }, "Nothing is published below this score.", default={})
 
-DATA_URI_PATTERN = r"^(file:\S+|(s3|pvc)://\S+|sklearn:digits|[^:\s][^:]*)$"
-
 
 def data_entry(role: str) -> Schema:
     return obj({
-        "uri": string("s3://bucket/key (read with spec.model.secretRef's keys, else the default Secret's), "
-                      "file:///path or a path relative to the spec's folder (local CLI); pvc:// is refused so far.",
-                      max_length=2048, pattern=DATA_URI_PATTERN),
+        "uri": uri("s3://bucket/key (read with spec.model.secretRef's keys, else the default Secret's), "
+                   "file:///path or a path relative to the spec's folder (local CLI); pvc:// is refused so far.",
+                   form=DATA_URI_PATTERN, words=DATA_URI_WORDS),
         "format": string("text: one sample per line; jsonl: one JSON object per line.", enum=["text", "jsonl"],
                          default="text"),
         "field": string("The text field of a jsonl record.", max_length=128, default="text"),
@@ -283,9 +279,6 @@ SERVING = obj({
     rule("self.device != 'cpu' || self.resources.gpu == 0", "device cpu must not request GPUs", ".resources.gpu"),
 ])
 
-# A Prometheus duration (PromQL range), e.g. 30s, 1m, 1m30s.
-PROMETHEUS_DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
-
 AUTOSCALING = obj({
     "minReplicas": integer("Fewest replicas; 0 (scale to zero) needs a Triton metric and KEDA (without KEDA the "
                            "operator keeps 1).", minimum=0, maximum=1000, default=1),
@@ -314,8 +307,8 @@ AUTOSCALING = obj({
 REPOSITORY = obj({
     "pvc": string("PersistentVolumeClaim holding the Triton model repository.", max_length=253,
                   pattern=DNS1123_PATTERN),
-    "uri": string("Object store prefix (s3://bucket/prefix) holding the repository; Triton reads it directly.",
-                  max_length=1024, pattern=S3_REPOSITORY_PATTERN),
+    "uri": uri("Object store prefix (s3://bucket/prefix) holding the repository; Triton reads it directly.",
+               form=S3_REPOSITORY_PATTERN, words=REPOSITORY_URI_WORDS, max_length=1024),
     "secretRef": secret_ref("Credentials for repository.uri, given to the Job and to Triton by reference: "
                             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL "
                             "(with a port, e.g. https://s3.eu-west-1.amazonaws.com:443: Triton needs it)."),

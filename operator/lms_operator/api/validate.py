@@ -14,6 +14,7 @@ from typing import Any
 
 import cel
 
+from lms_operator.api.forms import PATTERN_WORDS
 from lms_operator.api.schema import Schema
 
 
@@ -88,7 +89,8 @@ def _check(schema: Schema, value: Any, path: str) -> list[Problem]:
         if len(value) < schema.get("minLength", 0):
             problems.append(Problem(path, f"must be at least {schema['minLength']} characters"))
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            problems.append(Problem(path, f"must match {schema['pattern']}, got {value!r}"))
+            words = PATTERN_WORDS.get(schema["pattern"], "is not in the allowed form")
+            problems.append(Problem(path, f"{words}, got {shown(value)}"))
     if expected == "array":
         if len(value) > schema.get("maxItems", 1 << 30):
             problems.append(Problem(path, f"must have at most {schema['maxItems']} items, got {len(value)}"))
@@ -97,6 +99,11 @@ def _check(schema: Schema, value: Any, path: str) -> list[Problem]:
     if expected == "object":
         problems += _check_object(schema, value, path)
     return problems
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """A value as a message quotes it: escaped (a newline stays on its line) and cut to `limit` characters."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def _bounds(schema: Schema, value: float, path: str) -> list[Problem]:

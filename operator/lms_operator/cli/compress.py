@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--protect", action="append", default=[], metavar="KEY",
                    help="a version retention must keep (serving or rolling out); repeatable")
     p.add_argument("--model-dir", help="read the source model from this path (mounted pvc:// sources)")
+    p.add_argument("--source-root", help="where the pvc:// source claim is mounted: --model-dir must resolve "
+                                         "inside it, symlinks followed (else exit 2, InvalidSpec)")
     p.add_argument("--version-key", help="the version key the operator expects; a different one here exits 2")
     p.set_defaults(func=run_compress)
     d = subparsers.add_parser("digest", help="print the sha256 to pin in spec.model.sha256",
@@ -38,7 +40,7 @@ def run_digest(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from lms_operator.api.spec import SpecError, load_spec_file, parse_spec
-    from lms_operator.compression.errors import InputError
+    from lms_operator.compression.errors import InputError, InvalidSpec
 
     if bool(args.spec) == bool(args.spec_json):
         raise InputError("give either a spec file or --spec-json")
@@ -47,12 +49,12 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             try:
                 manifest = json.loads(args.spec_json)
             except json.JSONDecodeError as exc:
-                raise InputError(f"--spec-json: not valid JSON: {exc.msg} at position {exc.pos}") from None
+                raise InvalidSpec(f"--spec-json: not valid JSON: {exc.msg} at position {exc.pos}") from None
             return parse_spec(manifest, "--spec-json"), None
         path = Path(args.spec)
         return load_spec_file(path), path.resolve().parent
     except SpecError as exc:
-        raise InputError("; ".join(str(p) for p in exc.problems) or str(exc)) from None
+        raise InvalidSpec("; ".join(str(p) for p in exc.problems) or str(exc)) from None
 
 
 def run_compress(args: argparse.Namespace) -> int:
@@ -66,10 +68,13 @@ def run_compress(args: argparse.Namespace) -> int:
     try:
         lms, spec_dir = _load(args)
         summary = CompressionSummary(model=lms.name)
+        from lms_operator.compression.source import mounted_source
+
+        model_dir = mounted_source(Path(args.model_dir), Path(args.source_root) if args.source_root else None) \
+            if args.model_dir else None
         from lms_operator.compression.remote import compress_to
 
-        emit_summary(compress_to(lms, args.out, spec_dir, Path(args.model_dir) if args.model_dir else None,
-                                 args.version_key, args.protect))
+        emit_summary(compress_to(lms, args.out, spec_dir, model_dir, args.version_key, args.protect))
         return ExitCode.OK
     except CompressionError as exc:
         message, code = str(exc), exc.exit_code

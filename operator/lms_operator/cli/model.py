@@ -8,8 +8,10 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    render = subparsers.add_parser("render", help="print every object the operator would create")
-    render.add_argument("spec", help="LargeModelService YAML file")
+    render = subparsers.add_parser("render", help="print every object the operator would create",
+                                   description="Render each LargeModelService of a YAML file (other kinds beside "
+                                               "them are skipped with a note); nothing is printed if one is invalid.")
+    render.add_argument("spec", help="YAML file of one or more documents")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     render.add_argument("--image", help="compression image (default: $LMS_IMAGE or the operator's)")
     render.add_argument("--keda", action="store_true",
@@ -17,8 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "without it the operator falls back to an HPA on CPU)")
     render.set_defaults(func=run_render)
 
-    validate = subparsers.add_parser("validate", help="check LargeModelService files; one line per problem")
-    validate.add_argument("specs", nargs="+", metavar="spec")
+    validate = subparsers.add_parser("validate", help="check LargeModelService files; one line per problem",
+                                     description="Check each LargeModelService of each file (other kinds are "
+                                                 "skipped with a note); in a file of several documents a problem "
+                                                 "names its document (1 is the first) and its name.")
+    validate.add_argument("specs", nargs="+", metavar="spec", help="YAML file of one or more documents")
     validate.set_defaults(func=run_validate)
 
     crd = subparsers.add_parser("crd", help="print the CustomResourceDefinition")
@@ -34,19 +39,28 @@ def _report(error: Exception) -> None:
         print(f"error: {prefix}{problem}", file=sys.stderr)
 
 
+def _checked(path: str):  # type: ignore[no-untyped-def]
+    """The file's verdict, its problems and skip notes already on stderr."""
+    from lms_operator.api.documents import check_file
+
+    verdict = check_file(path)
+    for document in verdict.skipped:
+        print(f"note: {document.skip_note}", file=sys.stderr)
+    for error in verdict.errors:
+        _report(error)
+    return verdict
+
+
 def run_render(args: argparse.Namespace) -> int:
     import dataclasses
 
     import yaml
 
-    from lms_operator.api.spec import SpecError, load_spec_file
     from lms_operator.resources.render import all_objects
     from lms_operator.runtime.config import ConfigError, build_settings_from_env
 
-    try:
-        lms = load_spec_file(args.spec)
-    except SpecError as error:
-        _report(error)
+    verdict = _checked(args.spec)
+    if not verdict.ok:
         return 2
     try:
         settings = build_settings_from_env(os.environ)
@@ -57,7 +71,7 @@ def run_render(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, image=args.image)
     if args.keda:
         settings = dataclasses.replace(settings, keda=True)
-    objects = all_objects(lms, settings)
+    objects = [obj for _, lms in verdict.services for obj in all_objects(lms, settings)]
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2, sort_keys=True))
     else:
@@ -66,17 +80,12 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from lms_operator.api.spec import SpecError, load_spec_file
-
     failed = 0
     for path in args.specs:
-        try:
-            lms = load_spec_file(path)
-        except SpecError as error:
-            _report(error)
-            failed += 1
-        else:
-            print(f"{path}: valid ({lms.namespace}/{lms.name})")
+        verdict = _checked(path)
+        failed += not verdict.ok
+        for document, lms in verdict.services:
+            print(f"{document.source}: valid ({lms.namespace}/{lms.name})")
     return 2 if failed else 0
 
 

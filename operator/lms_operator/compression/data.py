@@ -21,6 +21,7 @@ import numpy as np
 
 from lms_operator.api.contract import INVALID_DATA, CompressionSummary
 from lms_operator.compression.errors import InputError
+from lms_operator.compression.source import inside
 
 CORPUS = Path(__file__).with_name("corpus") / "wordnet.txt.gz"
 CORPUS_NAME = "builtin:wordnet-3.0"
@@ -64,7 +65,7 @@ def data_path(uri: str, where: str, base_dir: Path) -> Path:
                         "copy the file next to the spec, into the image or into a bucket")
     raw = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if uri.startswith("file:") else uri
     path = Path(raw)
-    return path if path.is_absolute() else base_dir / path
+    return path if path.is_absolute() else inside(base_dir, raw, f"{where}.uri")
 
 
 def read_samples(entry: DataEntryLike, where: str, base_dir: Path) -> Samples:

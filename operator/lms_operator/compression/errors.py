@@ -1,7 +1,7 @@
 """Errors that map to the `lms compress` exit codes (api/contract.py)."""
 from __future__ import annotations
 
-from lms_operator.api.contract import CompressionSummary, ExitCode
+from lms_operator.api.contract import INVALID_SPEC, CompressionSummary, ExitCode
 
 
 class CompressionError(Exception):
@@ -18,6 +18,16 @@ class InputError(CompressionError):
     """Bad input: spec, model source, digest, format, unsafe paths or a version-key mismatch."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+class InvalidSpec(InputError):
+    """A spec the Job refuses (exit 2, reason InvalidSpec): it does not validate, or a source path leaves its mount.
+
+    The operator validates before it creates a Job; this holds when a spec reaches the Job another way.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, CompressionSummary(reason=INVALID_SPEC))
 
 
 class GateFailed(CompressionError):

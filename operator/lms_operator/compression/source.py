@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from lms_operator.api.contract import CompressionSummary
-from lms_operator.compression.digest import onnx_external_locations, path_sha256
-from lms_operator.compression.errors import CompressionError, InputError
+from lms_operator.compression.digest import is_within, onnx_external_locations, path_sha256
+from lms_operator.compression.errors import CompressionError, InputError, InvalidSpec
 from lms_operator.compression.supply_chain import check_source_tree
 from lms_operator.storage.errors import DigestMismatch, ModelNotFound, StorageAccessDenied, StorageError, StorageUnavailable
 from lms_operator.storage.uri import HfLocation, S3Location, UriError, parse_hf, parse_s3
@@ -180,6 +180,28 @@ def download_s3(loc: S3Location, limit: int | None = None) -> Path:
     return target
 
 
+def mounted_source(model_dir: Path, mount: Path | None) -> Path:
+    """`--model-dir` of a pvc:// source, refused (InvalidSpec) when it resolves outside the claim's mount.
+
+    Admission refuses '..' in spec.model.uri; this also catches a symlink in the claim that points out of it.
+    """
+    if mount is not None and not is_within(mount, model_dir):
+        raise InvalidSpec(f"spec.model.uri: the source path {model_dir} resolves to {model_dir.resolve()}, "
+                          f"outside the claim mounted at {mount}")
+    return model_dir
+
+
+def inside(base: Path, relative: str, field: str) -> Path:
+    """A relative local path below `base`, refused (InvalidSpec) when its '..' segments climb out of it.
+
+    Lexical only: a symlink the user placed in their own folder is theirs to follow.
+    """
+    root, joined = Path(os.path.normpath(base)), Path(os.path.normpath(base / relative))
+    if joined != root and root not in joined.parents:
+        raise InvalidSpec(f"{field}: {relative!r} leaves the spec's folder {base}")
+    return base / relative
+
+
 def resolve_uri(uri: str, spec_dir: Path | None, model_dir: Path | None) -> Path:
     """Local path of the model named by `uri`; `model_dir` overrides any scheme (Job mounts)."""
     return resolve_source(uri, spec_dir, model_dir).path
@@ -209,7 +231,7 @@ def resolve_source(uri: str, spec_dir: Path | None, model_dir: Path | None) -> R
         # file:relative/path (no slashes after the colon): relative to the spec's folder
         if raw.startswith("/"):
             return ResolvedModel(Path(raw))
-        return ResolvedModel((spec_dir or Path.cwd()) / raw)
+        return ResolvedModel(inside(spec_dir or Path.cwd(), raw, "spec.model.uri"))
     if scheme == "pvc":
         raise InputError(f"spec.model.uri: {uri!r} is read through a mounted volume; pass --model-dir")
     raise InputError(f"spec.model.uri: unsupported scheme {scheme or '(none)'!r} in {uri!r}")

@@ -40,7 +40,7 @@ def build_compression_job(lms: LargeModelService, key: str, settings: BuildSetti
         claim, path = source
         volumes.append({"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": SOURCE_VOLUME, "mountPath": settings.sources_mount, "readOnly": True})
-        args += ["--model-dir", f"{settings.sources_mount}/{path}".rstrip("/")]
+        args += ["--source-root", settings.sources_mount, "--model-dir", f"{settings.sources_mount}/{path}".rstrip("/")]
     scratch, scratch_mounts = scratch_volumes({"scratch": SCRATCH})
     labels = meta.labels(lms, meta.COMPONENT_COMPRESSION, key)
     env = [{"name": "HOME", "value": SCRATCH}, {"name": "TMPDIR", "value": SCRATCH},

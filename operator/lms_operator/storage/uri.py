@@ -1,7 +1,7 @@
 """Parse the URIs a LargeModelService names: model sources and repositories.
 
 Pure functions: a string in, a typed location out, or a UriError naming the field.
-The admission patterns in api/schema.py accept the same shapes, so the API server
+The admission rules in api/forms.py accept the same shapes, so the API server
 refuses what these functions would refuse.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from lms_operator.api.schema import HF_URI_PATTERN, PVC_URI_PATTERN, S3_BUCKET, S3_REPOSITORY_PATTERN
+from lms_operator.api.forms import HF_URI_PATTERN, PVC_URI_PATTERN, S3_BUCKET, S3_REPOSITORY_PATTERN
 
 BUCKET = S3_BUCKET
 
