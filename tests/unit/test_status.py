@@ -75,6 +75,8 @@ def test_compression_status_maps_summary_fields() -> None:
      "failed", st.QUALITY_GATE_FAILED),
     (_job("Failed"), [_pod(2, json.dumps({"error": "sha256 mismatch for model.safetensors"}))],
      "failed", st.INVALID_MODEL),
+    (_job("Failed"), [_pod(2, json.dumps({"error": "spec.model.uri: resolves outside the claim",
+                                          "reason": st.INVALID_SPEC}))], "failed", st.INVALID_SPEC),
     (_job("Failed"), [_pod(1, "Traceback ... MemoryError")], "failed", st.COMPRESSION_FAILED),
     (_job("Failed"), [], "failed", st.COMPRESSION_FAILED),
 ])
