@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lms_operator.serving.clientpool import ClientPool, channel_args
-from lms_operator.serving.loadgen import RequestRecord, _level
+from lms_operator.serving.loadgen import RequestRecord, _level, settled_stats
 
 
 class FakeClient:
@@ -169,3 +169,28 @@ def test_level_counts_errors_by_message_and_stops_on_the_event() -> None:
     assert result.requests == len(records)
     assert all(r.error == "unavailable" for r in failed)
     assert len(failed) < 4 * 0.35 / 0.05 + 4    # each failing worker waited before its next request
+
+
+class LaggingStats:
+    """Triton's statistics as a backend reports them: the last batch is counted `lag` reads late."""
+
+    def __init__(self, counts: list[tuple[int, int]]) -> None:
+        self.counts = counts
+        self.reads = 0
+
+    async def get_inference_statistics(self, model: str, as_json: bool = True) -> dict[str, Any]:
+        inferences, executions = self.counts[min(self.reads, len(self.counts) - 1)]
+        self.reads += 1
+        return {"model_stats": [{"name": model, "inference_count": inferences, "execution_count": executions}]}
+
+
+def test_settled_stats_waits_for_the_last_batch_to_be_counted() -> None:
+    client = LaggingStats([(40, 5), (40, 5), (48, 6)])
+    assert asyncio.run(settled_stats(client, "m", 48, timeout_s=5, poll_s=0.001)) == (48, 6)
+    assert client.reads == 3
+
+
+def test_settled_stats_returns_what_is_there_at_the_timeout() -> None:
+    client = LaggingStats([(40, 5)])
+    assert asyncio.run(settled_stats(client, "m", 48, timeout_s=0.05, poll_s=0.01)) == (40, 5)
+    assert client.reads >= 2

@@ -229,6 +229,27 @@ async def _model_stats(client: Any, model: str) -> tuple[int, int]:
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
+async def settled_stats(client: Any, model: str, expected_inferences: int, timeout_s: float = 10.0,
+                        poll_s: float = 0.05) -> tuple[int, int]:
+    """Triton's statistics once they count `expected_inferences` (or at `timeout_s`, as they are).
+
+    A backend reports a batch's statistics after it sends the batch's responses (Triton's
+    Python backend from PbMetricReporter's destructor), so a client can hold its last answer
+    before the server has counted it; on a busy machine the gap is long enough to miss a batch.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = await _model_stats(client, model)
+        if stats[0] >= expected_inferences or time.monotonic() >= deadline:
+            return stats
+        await asyncio.sleep(poll_s)
+
+
+def counted(result: LevelResult, items: int) -> int:
+    """Inferences the server counts for a level: every successful request's batch items."""
+    return (result.requests - result.errors) * items
+
+
 async def batched_model(client: Any, model: str) -> str:
     """The model whose batches the sweep reports: an ensemble's ONNX step, else the model itself."""
     config = (await client.get_model_config(model, as_json=True)).get("config", {})
@@ -254,18 +275,20 @@ async def sweep_async(url: str, model: str, concurrencies: Sequence[int], max_re
         stats_model = await batched_model(client, model) if stats else model
         if not stats:
             await client.close()   # not needed again: no idle connection left on one replica
-        await _level(pool, model, payload, 1, warmup, 60.0, None)
+        start = await _model_stats(client, stats_model) if stats else (0, 0)
+        warm = await _level(pool, model, payload, 1, warmup, 60.0, None)
+        before = await settled_stats(client, stats_model, start[0] + counted(warm, batch)) if stats else (0, 0)
         results = []
         for concurrency in concurrencies:
-            before = await _model_stats(client, stats_model) if stats else (0, 0)
             cpu_before = (time.process_time(), server_cpu() if server_cpu else 0.0)
             result = await _level(pool, model, payload, concurrency, max_requests, max_seconds, progress)
             cpu_after = (time.process_time(), server_cpu() if server_cpu else 0.0)
             result.client_cpu_s = round(cpu_after[0] - cpu_before[0], 3)
             if stats:
-                after = await _model_stats(client, stats_model)
+                after = await settled_stats(client, stats_model, before[0] + counted(result, batch))
                 inferences, executions = after[0] - before[0], after[1] - before[1]
                 result.server = {"inferences": inferences, "executions": executions, "mean_batch": round(inferences / executions, 3) if executions else 0.0}
+                before = after
             if server_cpu is not None:
                 result.server["cpu_s"] = round(cpu_after[1] - cpu_before[1], 3)
             results.append(result)
