@@ -16,14 +16,19 @@ serve-example: venv
 render: venv
 	$(VENV)/bin/lms render examples/minilm-cpu.yaml
 
+# Both tiers run on LMS_TEST_WORKERS processes (pytest-xdist), one test file per process.
+LMS_TEST_WORKERS ?= 2
+XDIST := -n $(LMS_TEST_WORKERS) --dist loadfile
+
 test-unit: venv
-	$(PYTEST) tests/unit -q
+	$(PYTEST) $(XDIST) tests/unit -q
 
 test-integration: venv
-	$(PYTEST) tests/integration
+	$(PYTEST) $(XDIST) tests/integration
 
-# The whole suite: unit, integration (real compression, real Triton) and e2e (real control plane).
-test: venv tools
-	$(PYTEST) tests/unit tests/integration tests/e2e
+# The whole suite: unit, integration (real compression, real Triton) and e2e (real control plane),
+# the unit and integration tiers on both cores while tools/build.sh builds the binaries (scripts/test).
+test: venv
+	@LMS_TEST_WORKERS=$(LMS_TEST_WORKERS) scripts/test
 
 -include mk/*.mk

@@ -16,7 +16,7 @@ from lms_operator.storage import s3
 from lms_harness.cluster import tools_bin
 from lms_harness.s3server import start_s3, stop_s3
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.tools]  # versitygw
 BODY = "\n".join(f'{{"q": "question number {i} about the weather", "y": {i % 3}}}' for i in range(20)) + "\n"
 
 

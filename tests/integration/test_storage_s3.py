@@ -30,7 +30,7 @@ from lms_operator.storage.uri import S3Location, triton_repository
 from lms_harness.cluster import tools_bin
 from lms_harness.s3server import start_s3, stop_s3
 
-pytestmark = [pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.tools]  # versitygw
 MODEL = "tiny"
 
 

@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+pytestmark = pytest.mark.tools  # helm
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "lms-operator"
 K8S_VERSION = "1.36.0"

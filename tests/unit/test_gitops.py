@@ -120,6 +120,7 @@ def test_pinned_digest_is_the_digest_of_the_offline_model() -> None:
     assert path_sha256(Path(gt.get_model_path())) == lms_doc["spec"]["model"]["sha256"]
 
 
+@pytest.mark.tools  # kubectl
 def test_kubectl_kustomize_agrees_with_the_hand_built_overlay() -> None:
     folder = Path(os.environ.get("LMS_TOOLS_BIN") or Path.home() / ".cache" / "lms" / "bin" / "current")
     kubectl = str(folder / "kubectl") if (folder / "kubectl").is_file() else shutil.which("kubectl")
