@@ -210,7 +210,7 @@ def _api_up(k8s: K8s) -> bool:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real published version (`lms compress` of the digits spec, named tmpl), made once."""
     from lms_operator.api.spec import parse_spec
-    from lms_operator.api.version import version_key
+    from lms_operator.modelrepo.assemble import default_version_key
     from lms_operator.modelrepo.layout import is_complete, version_dir
 
     out = tmp_path_factory.mktemp("template")
@@ -218,7 +218,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = subprocess.run([str(Path(sys.executable).parent / "lms"), "compress", "--spec-json", json.dumps(doc),
                            "--out", str(out / "repo")], capture_output=True, text=True, timeout=600, cwd=out)
     assert done.returncode == 0, f"lms compress failed: {done.stderr[-2000:]}"
-    folder = version_dir(out / "repo", "tmpl", "tmpl", version_key(parse_spec(doc)))
+    folder = version_dir(out / "repo", "tmpl", "tmpl", default_version_key(parse_spec(doc)))
     assert is_complete(folder)
     return folder
 
@@ -228,11 +228,11 @@ def publish_local(k8s: K8s, template: Path, root: Path, ns: str, name: str) -> N
     the model folder and config renamed, the completion marker last. The key comes from the spec
     as the API server stores it (a dry-run create applies the CRD's defaults)."""
     from lms_operator.api.spec import parse_spec
-    from lms_operator.api.version import version_key
+    from lms_operator.modelrepo.assemble import default_version_key
     from lms_operator.modelrepo.layout import COMPLETE_MARKER, version_dir
 
     stored = k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, lms_manifest(name), dry_run="All")
-    key = version_key(parse_spec({**lms_manifest(name), "metadata": {"name": name, "namespace": ns},
+    key = default_version_key(parse_spec({**lms_manifest(name), "metadata": {"name": name, "namespace": ns},
                                   "spec": stored["spec"]}))
     dest = version_dir(root / ns / CLAIM, ns, name, key)
     shutil.copytree(template / "tmpl", dest / name)

@@ -160,7 +160,7 @@ def test_what_a_killed_upload_left_never_counts_and_the_next_job_replaces_it(
     """A Job killed mid-upload leaves files and no manifest under the version's prefix. That is
     never a cache hit and never served: the next Job clears it and publishes the whole version."""
     from lms_operator.api.spec import parse_spec
-    from lms_operator.api.version import version_key
+    from lms_operator.modelrepo.assemble import default_version_key
     from lms_operator.storage.repository import counted_version, verify_digests
 
     cli = sandbox_keys(cluster, kubectl, namespace)
@@ -169,7 +169,7 @@ def test_what_a_killed_upload_left_never_counts_and_the_next_job_replaces_it(
     manifest["spec"]["repository"] = {"uri": f"s3://lms/killed-{run}", "secretRef": {"name": "lms-s3"}}
     placed = copy.deepcopy(manifest)
     placed["metadata"]["namespace"] = namespace
-    key = version_key(parse_spec(placed))
+    key = default_version_key(parse_spec(placed))
     version = S3Location("lms", f"killed-{run}/{namespace}/digits/{key}")
     s3.put_bytes(cli, "lms", version.child("digits", "1", "model.onnx").key, b"the first half of a model")
     s3.put_bytes(cli, "lms", version.child("digits", "1", "stale.bin").key, b"left by the killed attempt")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lms_operator.api.spec import parse_spec
-from lms_operator.api.version import version_key
+from lms_operator.modelrepo.assemble import default_version_key
 from lms_operator.resources.render import all_objects
 from lms_operator.resources.settings import BuildSettings
 
@@ -44,7 +44,7 @@ def built(example: str, namespace: str) -> list[dict[str, Any]]:
     manifest = yaml.safe_load((ROOT / "examples" / example).read_text())
     manifest["metadata"]["namespace"] = namespace
     lms = parse_spec(manifest, example)
-    assert version_key(lms)
+    assert default_version_key(lms)
     return all_objects(lms, BuildSettings())
 
 

@@ -166,7 +166,7 @@ def test_a_version_key_the_job_would_not_compute_is_refused_with_both_keys(tmp_p
     """The operator-Job handshake: an operator and a Job image that disagree on the version key
     (another compression format) must fail loudly instead of publishing where no Deployment looks."""
     from lms_operator.api.spec import parse_spec
-    from lms_operator.api.version import version_key
+    from lms_operator.modelrepo.assemble import default_version_key
 
     manifest = spec(f"file://{minilm_path()}", "huggingface", "feature-extraction")
     wanted = "0" * 16
@@ -175,7 +175,7 @@ def test_a_version_key_the_job_would_not_compute_is_refused_with_both_keys(tmp_p
                           env={**os.environ, "LMS_TERMINATION_LOG": str(tmp_path / "term")})
     assert done.returncode == 2, done.stderr
     summary = json.loads((tmp_path / "term").read_text())
-    computed = version_key(parse_spec(manifest))
+    computed = default_version_key(parse_spec(manifest))
     assert summary["requested_version"] == wanted and summary["version"] == computed
     assert wanted in summary["error"] and computed in summary["error"]
     assert_nothing_published(tmp_path / "repo")

@@ -239,7 +239,7 @@ def test_operator_container_is_hardened_and_probed() -> None:
 
 
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
-def test_operator_args_are_accepted_by_lms_operator(values: str) -> None:
+def test_operator_args_are_accepted_by_lms_operator(values: str, tmp_path: Path) -> None:
     from lms_operator.cli.operator import register
 
     docs = render(VALUE_SETS[values])
@@ -253,11 +253,17 @@ def test_operator_args_are_accepted_by_lms_operator(values: str) -> None:
     assert args.clusterwide is (not wanted)
     assert args.metrics_port == 8080 and args.liveness_port == 8081
     # The container's flags and environment together make a valid configuration (the claim's
-    # mount point exists only in the pod, so the repository root is left out here).
+    # mount point exists only in the pod, so the repository root is left out here; the templates
+    # folder is the chart's ConfigMap written out).
     from lms_operator.runtime.config import OperatorConfig
 
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-    config = OperatorConfig.from_sources({**vars(args), "repository_root": None}, env)
+    templates = tmp_path / "model-repo-templates"
+    templates.mkdir()
+    for name, text in next(d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-templates"))["data"].items():
+        (templates / name).write_text(text)
+    assert args.templates_dir == Path("/etc/lms/model-repo-templates")
+    config = OperatorConfig.from_sources({**vars(args), "repository_root": None, "templates_dir": templates}, env)
     assert config.build_settings().image == env["LMS_IMAGE"] and config.namespaces == wanted
 
 
@@ -349,7 +355,7 @@ def test_notes_tell_the_next_step(tmp_path: Path) -> None:
         'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n'
         'data:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n')
     for extra, ns_flag in (([], ""), (["--set", "watchNamespaces={team-a}"], " -n team-a")):
-        (cm,) = [d for d in render(extra, chart=chart) if d["kind"] == "ConfigMap"]
+        (cm,) = [d for d in render(extra, chart=chart) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "notes"]
         notes = cm["data"]["notes"]
         assert f"kubectl apply -f examples/minilm-cpu.yaml{ns_flag}" in notes
         assert f"kubectl get lms{ns_flag}" in notes
@@ -379,3 +385,27 @@ def test_pod_monitor_scrapes_the_triton_metrics_port_when_asked() -> None:
     assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
     refused = helm("template", "lms", str(CHART), "--set", "podMonitor.interval=often", check=False)
     assert refused.returncode != 0 and "interval" in refused.stderr
+
+
+def test_the_operator_reads_the_charts_serving_templates_and_a_value_replaces_one(tmp_path: Path) -> None:
+    from lms_operator.modelrepo.templates import parse_template
+
+    def configmap(docs: list[dict[str, Any]]) -> dict[str, str]:
+        return next(d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-model-repo-templates"))["data"]
+
+    folder = ROOT / "model-repo-templates"
+    shipped = configmap(render([]))
+    assert shipped == {p.name: p.read_text() for p in folder.glob("*.pbtxt")}
+    mine = tmp_path / "my-cpu.pbtxt"
+    mine.write_text((folder / "onnx-cpu.pbtxt").read_text() + "response_cache { enable: true }\n")
+    docs = render(["--set-file", f"modelRepoTemplates.onnx-cpu={mine}"])
+    replaced = configmap(docs)
+    assert parse_template(replaced["onnx-cpu.pbtxt"], "onnx-cpu.pbtxt").response_cache.enable
+    assert {k: v for k, v in replaced.items() if k != "onnx-cpu.pbtxt"} == {
+        k: v for k, v in shipped.items() if k != "onnx-cpu.pbtxt"}
+    deployment = of_kind(docs, "Deployment")[0]["spec"]["template"]
+    container = deployment["spec"]["containers"][0]
+    assert "--templates-dir=/etc/lms/model-repo-templates" in container["args"]
+    assert {"name": "model-repo-templates", "mountPath": "/etc/lms/model-repo-templates", "readOnly": True} in container["volumeMounts"]
+    digest = "serving.lms.dev/model-repo-templates"
+    assert deployment["metadata"]["annotations"][digest] != of_kind(render([]), "Deployment")[0]["spec"]["template"]["metadata"]["annotations"][digest]

@@ -8,7 +8,7 @@ import kubernetes_validate
 from lms_operator.api.contract import CompressionSummary, ExitCode, INVALID_DATA
 from lms_operator.api.spec import parse_spec
 from lms_operator.api.status import job_outcome
-from lms_operator.api.version import version_key
+from lms_operator.modelrepo.assemble import default_version_key
 from lms_operator.resources.job import build_compression_job
 from lms_operator.resources.settings import BuildSettings
 
@@ -18,7 +18,7 @@ POOL = {"nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "dedicated", "v
 def job(compression: dict[str, Any], serving: dict[str, Any] | None = None) -> dict[str, Any]:
     lms = parse_spec({"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService", "metadata": {"name": "m"},
                       "spec": {"model": {"uri": "hf://org/model"}, "compression": compression, **({"serving": serving} if serving else {})}})
-    return build_compression_job(lms, version_key(lms), BuildSettings())
+    return build_compression_job(lms, default_version_key(lms), BuildSettings())
 
 
 def test_no_gpu_by_default() -> None:

@@ -7,15 +7,20 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from lms_operator.api.spec import parse_spec
 from lms_operator.modelrepo.config import TensorSpec, build_model_config, parse_config, render_config
+from lms_operator.modelrepo.templates import load_templates
 from tests.unit.conftest import load_example
 
 INPUTS = [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])]
 OUTPUTS = [TensorSpec("embedding", "TYPE_FP32", [384])]
 
 
+TEMPLATES = load_templates()
+
+
 def _config(example: str) -> pb.ModelConfig:
     lms = parse_spec(load_example(example))
-    return parse_config(render_config(build_model_config(lms.name, INPUTS, OUTPUTS, lms.spec.serving)))
+    template = TEMPLATES[lms.spec.serving.template_name].config()
+    return parse_config(render_config(build_model_config(lms.name, INPUTS, OUTPUTS, lms.spec.serving, template)))
 
 
 def test_cpu_config() -> None:
@@ -46,4 +51,5 @@ def test_unknown_fields_are_rejected() -> None:
 def test_unknown_data_type_is_rejected() -> None:
     lms = parse_spec(load_example("minilm-cpu.yaml"))
     with pytest.raises(ValueError):
-        build_model_config("m", [TensorSpec("x", "TYPE_FLOAT", [1])], OUTPUTS, lms.spec.serving)
+        build_model_config("m", [TensorSpec("x", "TYPE_FLOAT", [1])], OUTPUTS, lms.spec.serving,
+                           TEMPLATES["onnx-cpu"].config())

@@ -18,7 +18,7 @@ import pytest
 
 from lms_operator.api import status as st
 from lms_operator.api.spec import parse_spec
-from lms_operator.api.version import version_key
+from lms_operator.modelrepo.assemble import default_version_key
 from lms_operator.k8s import errors
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.run import reconcile
@@ -175,7 +175,7 @@ def publish(root: Path, key: str, name: str = "minilm", model: bytes = b"onnx by
 def key_of(manifest: dict[str, Any]) -> str:
     m = copy.deepcopy(manifest)
     m["metadata"]["namespace"] = NS
-    return version_key(parse_spec(m))
+    return default_version_key(parse_spec(m))
 
 
 def kinds(kube: FakeKube) -> set[str]:
@@ -469,19 +469,19 @@ def test_an_operator_upgrade_keeps_every_version_key(minilm_manifest: dict[str, 
     from lms_operator.resources.render import serving_objects
 
     lms = parse_spec(minilm_manifest)
-    key = version_key(lms)
+    key = default_version_key(lms)
     before = serving_objects(lms, key, BuildSettings())
     monkeypatch.setattr(lms_operator, "__version__", "99.0.0")
-    assert version_key(parse_spec(minilm_manifest)) == key
+    assert default_version_key(parse_spec(minilm_manifest)) == key
     assert serving_objects(lms, key, BuildSettings()) == before
 
 
 def test_the_format_version_is_part_of_the_key(minilm_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from lms_operator.api import version
 
-    key = version_key(parse_spec(minilm_manifest))
+    key = default_version_key(parse_spec(minilm_manifest))
     monkeypatch.setattr(version, "FORMAT_VERSION", 999)
-    assert version_key(parse_spec(minilm_manifest)) != key
+    assert default_version_key(parse_spec(minilm_manifest)) != key
 
 
 # ---- autoscaling: KEDA arriving and leaving, the other kind deleted, scale to zero -----------------

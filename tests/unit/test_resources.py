@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from lms_operator.api.spec import parse_spec
-from lms_operator.api.version import version_key
+from lms_operator.modelrepo.assemble import default_version_key
 from lms_operator.resources import meta
 from lms_operator.resources.autoscaling import (CPU_FALLBACK_UTILIZATION, FALLBACK_ANNOTATION, KEDA_MISSING,
                                                 build_autoscaler, plan_autoscaler, stale_autoscaler)
@@ -84,7 +85,16 @@ def test_cpu_deployment() -> None:
     deployment = objects("minilm-cpu.yaml")["Deployment"]
     spec = pod_spec(deployment)
     container = spec["containers"][0]
-    assert f"--model-repository=/models/default/minilm/{version_key(lms)}" in container["args"]
+    assert "--model-repository=/serving" in container["args"]
+    init = spec["initContainers"][0]
+    assert init["command"] == ["lms"] and init["args"][0] == "assemble"
+    args = dict(zip(init["args"][1::2], init["args"][2::2]))
+    assert args["--version-dir"] == f"/models/default/minilm/{default_version_key(lms)}"
+    assert args["--out"] == "/serving" and set(json.loads(args["--templates-json"])) == {
+        "onnx-cpu", "text-tokenizer", "text-labels", "text-ensemble"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] and "/serving" in mounts, "Triton follows the links into the claim"
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/models", "/serving"}
     assert {p["containerPort"] for p in container["ports"]} == {8000, 8001, 8002}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -97,8 +107,9 @@ def test_cpu_deployment() -> None:
 def test_triton_pods_drain_before_sigterm_and_are_scrapeable() -> None:
     deployment = objects("minilm-cpu.yaml")["Deployment"]
     template = deployment["spec"]["template"]
-    assert template["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true", "prometheus.io/port": "8002", "prometheus.io/path": "/metrics"}
+    annotations = template["metadata"]["annotations"]
+    assert len(annotations.pop("serving.lms.dev/serving-config")) == 16
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8002", "prometheus.io/path": "/metrics"}
     container = template["spec"]["containers"][0]
     assert {"name": "metrics", "containerPort": 8002, "protocol": "TCP"} in container["ports"]
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 10}}}
@@ -234,14 +245,59 @@ def test_names_are_dns_labels_with_hash_when_long() -> None:
 
 def test_version_key_changes_with_compression_not_with_scaling() -> None:
     manifest = load_example("minilm-cpu.yaml")
-    key = version_key(parse_spec(manifest))
-    assert key == version_key(parse_spec(copy.deepcopy(manifest)))
+    key = default_version_key(parse_spec(manifest))
+    assert key == default_version_key(parse_spec(copy.deepcopy(manifest)))
     scaled = copy.deepcopy(manifest)
     scaled["spec"]["autoscaling"]["maxReplicas"] = 8
-    assert version_key(parse_spec(scaled)) == key
+    assert default_version_key(parse_spec(scaled)) == key
     gate = copy.deepcopy(manifest)
     gate["spec"]["compression"]["qualityGate"]["min"] = 0.98
-    assert version_key(parse_spec(gate)) != key
+    assert default_version_key(parse_spec(gate)) != key
+
+
+SERVING_CHANGES = [
+    ("instances", lambda s: s.update(instances=2)),
+    ("cpu request (threads)", lambda s: s["resources"].update(cpu="4")),
+    ("maxBatchSize", lambda s: s.update(maxBatchSize=8)),
+    ("dynamic batching", lambda s: s.update(dynamicBatching={"maxQueueDelayMicroseconds": 100})),
+    ("override", lambda s: s.update(config={"response_cache": {"enable": True}})),
+]
+
+
+@pytest.mark.parametrize(("what", "change"), SERVING_CHANGES, ids=[c[0] for c in SERVING_CHANGES])
+def test_a_serving_change_keeps_the_version_on_a_claim_and_rolls_the_pods(what: str, change: Any) -> None:
+    manifest = load_example("minilm-cpu.yaml")
+    before = {o["kind"]: o for o in all_objects(parse_spec(manifest), SETTINGS, OWNER)}
+    changed = copy.deepcopy(manifest)
+    change(changed["spec"]["serving"])
+    after = {o["kind"]: o for o in all_objects(parse_spec(changed), SETTINGS, OWNER)}
+    assert after["Job"]["metadata"]["name"] == before["Job"]["metadata"]["name"], "no new compression Job"
+    digest = "serving.lms.dev/serving-config"
+    template = [d["spec"]["template"] for d in (before["Deployment"], after["Deployment"])]
+    assert template[0]["metadata"]["annotations"][digest] != template[1]["metadata"]["annotations"][digest]
+    assert template[0]["spec"]["initContainers"] != template[1]["spec"]["initContainers"]
+
+
+def test_a_serving_change_on_an_s3_repository_is_a_new_version() -> None:
+    """Triton reads config.pbtxt straight from the bucket there: the config is part of the version."""
+    manifest = load_example("minilm-s3.yaml")
+    key = default_version_key(parse_spec(manifest))
+    manifest["spec"]["serving"]["instances"] = 2
+    assert default_version_key(parse_spec(manifest)) != key
+    assert "initContainers" not in pod_spec(objects("minilm-s3.yaml")["Deployment"])
+
+
+def test_a_changed_template_changes_the_pods_not_the_version() -> None:
+    from dataclasses import replace
+
+    from lms_operator.modelrepo.templates import Template
+
+    lms = parse_spec(load_example("minilm-cpu.yaml"))
+    warm = Template("onnx-cpu", SETTINGS.templates["onnx-cpu"].text + "response_cache { enable: true }\n")
+    custom = replace(SETTINGS, templates={**SETTINGS.templates, "onnx-cpu": warm})
+    before, after = all_objects(lms, SETTINGS), all_objects(lms, custom)
+    assert before[0]["metadata"]["name"] == after[0]["metadata"]["name"], "the same compression Job"
+    assert before[1]["spec"]["template"] != after[1]["spec"]["template"]
 
 
 def test_labels_carry_version_and_component() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 
 from lms_operator.api.spec import parse_spec
-from lms_operator.api.version import version_key
+from lms_operator.modelrepo.assemble import default_version_key
 from lms_operator.resources import meta
 from lms_operator.resources.job import build_compression_job
 from lms_operator.resources.render import all_objects
@@ -40,7 +40,7 @@ def refs(c: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
 
 def test_s3_job_gets_both_secrets_by_reference_and_no_repository_volume() -> None:
     spec = lms()
-    key = version_key(spec)
+    key = default_version_key(spec)
     job = build_compression_job(spec, key, SETTINGS, OWNER, protect=("old1", key))
     c = container(job)
     env = refs(c)
@@ -58,7 +58,7 @@ def test_s3_job_gets_both_secrets_by_reference_and_no_repository_volume() -> Non
 
 def test_hf_source_gets_hf_token_and_claim_repository_keeps_its_volume() -> None:
     spec = lms(model={"uri": "hf://org/name@v1", "secretRef": {"name": "hf"}}, repository={"pvc": "lms-models"})
-    job = build_compression_job(spec, version_key(spec), SETTINGS, OWNER)
+    job = build_compression_job(spec, default_version_key(spec), SETTINGS, OWNER)
     env = refs(container(job))
     assert env == {"HF_TOKEN": ("hf", "HF_TOKEN", True), "HF_ENDPOINT": ("hf", "HF_ENDPOINT", True)}
     assert any(v["name"] == "models" for v in job["spec"]["template"]["spec"]["volumes"])
@@ -69,14 +69,14 @@ def test_hf_source_gets_hf_token_and_claim_repository_keeps_its_volume() -> None
 def test_default_secret_fills_in_for_resources_that_name_none() -> None:
     spec = lms(model={"uri": "s3://models/minilm"}, repository={"uri": "s3://lms/repo"})
     settings = BuildSettings(default_s3_secret="platform-s3")
-    env = refs(container(build_compression_job(spec, version_key(spec), settings, OWNER)))
+    env = refs(container(build_compression_job(spec, default_version_key(spec), settings, OWNER)))
     assert env["AWS_ACCESS_KEY_ID"][0] == "platform-s3" and env["LMS_SOURCE_AWS_ACCESS_KEY_ID"][0] == "platform-s3"
-    assert refs(container(build_compression_job(spec, version_key(spec), SETTINGS, OWNER))) == {}
+    assert refs(container(build_compression_job(spec, default_version_key(spec), SETTINGS, OWNER))) == {}
 
 
 def test_triton_reads_the_bucket_with_the_endpoint_from_the_secret() -> None:
     spec = lms()
-    key = version_key(spec)
+    key = default_version_key(spec)
     dep = build_deployment(spec, key, SETTINGS, OWNER)
     c = container(dep)
     assert f"--model-repository=s3://$(AWS_ENDPOINT_URL)/lms/repo/team/minilm/{key}" in c["args"]

@@ -128,3 +128,15 @@ is the source of truth; tests/unit/test_chart.py keeps the two identical). No wi
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The serving templates as ConfigMap data: the chart's files, each replaced or joined by a value. */}}
+{{- define "lms-operator.modelRepoTemplates" -}}
+{{- $templates := dict -}}
+{{- range $path, $_ := .Files.Glob "model-repo-templates/*.pbtxt" -}}
+{{- $_ := set $templates (base $path) ($.Files.Get $path) -}}
+{{- end -}}
+{{- range $name, $text := .Values.modelRepoTemplates -}}
+{{- $_ := set $templates (printf "%s.pbtxt" $name) $text -}}
+{{- end -}}
+{{- toYaml $templates -}}
+{{- end -}}

@@ -60,9 +60,9 @@ def scale_node(i: int, pods: int) -> dict[str, Any]:
 def version_key_of(name: str, namespace: str, spec: dict[str, Any] | None = None) -> str:
     """The version key the operator computes for one scale object."""
     from lms_operator.api.spec import parse_spec
-    from lms_operator.api.version import version_key
+    from lms_operator.modelrepo.assemble import default_version_key
 
-    return version_key(parse_spec(manifest(name, namespace, spec)))
+    return default_version_key(parse_spec(manifest(name, namespace, spec)))
 
 
 def template_version(work: Path) -> Path:
@@ -123,7 +123,7 @@ def create_with_children(api: ClusterApi, rec: Recorder, namespace: str, name: s
     writes without its reads, status or queue (the floor run, no operator)."""
     from lms_operator.api import schema
     from lms_operator.api.spec import parse_spec
-    from lms_operator.api.version import version_key
+    from lms_operator.modelrepo.assemble import default_version_key
     from lms_operator.resources import meta
     from lms_operator.resources.render import serving_objects
     from lms_operator.resources.settings import BuildSettings
@@ -131,7 +131,7 @@ def create_with_children(api: ClusterApi, rec: Recorder, namespace: str, name: s
     created = create_one(api, rec, namespace, name, spec)
     lms = parse_spec(manifest(name, namespace, spec))
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, name, created["metadata"]["uid"])
-    for obj in serving_objects(lms, version_key(lms), BuildSettings(), owner):
+    for obj in serving_objects(lms, default_version_key(lms), BuildSettings(), owner):
         api.apply(obj, field_manager="lms-floor")
 
 

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from lms_operator.api.contract import PHASES
+from lms_operator.api.model_config import override_schema
 from lms_operator.api.forms import (DATA_URI_PATTERN, DATA_URI_WORDS, DNS1123_PATTERN, DNS1123_SUBDOMAIN_PATTERN,
                                     MODEL_URI_PATTERN, MODEL_URI_WORDS, PROMETHEUS_DURATION_PATTERN, QUANTITY_PATTERN,
                                     REPOSITORY_URI_WORDS, S3_REPOSITORY_PATTERN, SHA256_PATTERN, uri_rules)
@@ -270,6 +271,12 @@ SERVING = obj({
                                        minimum=10, maximum=86400, default=600),
     "sequenceLength": integer("Tokens per request the gate, benchmark and clients use; also the server-side "
                               "tokenizer's limit for text requests.", minimum=8, maximum=8192, default=128),
+    "template": string("Serving template the model's config.pbtxt starts from (model-repo-templates/ and the chart's "
+                       "modelRepoTemplates); default onnx-cpu or onnx-gpu by device.", max_length=63,
+                       pattern=DNS1123_PATTERN),
+    "config": override_schema("Fields of Triton's ModelConfig (config.pbtxt as YAML, .proto field names) laid over "
+                              "the template, e.g. model_warmup, response_cache, optimization, instance_group's "
+                              "rate_limiter; each field given replaces the template's."),
     "text": obj({
         "truncation": boolean("Texts longer than sequenceLength tokens are truncated (the response's `truncated` "
                               "output says so); false refuses them with an error.", default=True),

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from lms_operator.api import schema as s
+from lms_operator.api.model_config import parse_override
 from lms_operator.api.validate import Problem, apply_defaults, validate
 
 
@@ -135,6 +136,14 @@ class ServingSpec:
     text_truncation: bool = True
     progress_deadline_seconds: int = 600
     drain_seconds: int = 10
+    template: str | None = None
+    config: dict[str, Any] | None = None
+    """spec.serving.config: ModelConfig fields (JSON form) laid over the template."""
+
+    @property
+    def template_name(self) -> str:
+        """The serving template of the model itself: the one named, else the device's."""
+        return self.template or f"onnx-{self.device}"
 
     @property
     def threads(self) -> int:
@@ -220,6 +229,8 @@ def parse_spec(manifest: Any, source: str | None = None) -> LargeModelService:
         raise SpecError(problems, source)
     spec = apply_defaults(s.SPEC, manifest["spec"])
     problems += validate(s.SPEC, spec, "spec")
+    if not problems:
+        problems += _override_problems(spec["serving"].get("config"))
     if problems:
         raise SpecError(problems, source)
     assert isinstance(metadata, dict)
@@ -231,6 +242,15 @@ def parse_spec(manifest: Any, source: str | None = None) -> LargeModelService:
         uid=metadata.get("uid"),
         generation=metadata.get("generation"),
     )
+
+
+def _override_problems(raw: dict[str, Any] | None) -> list[Problem]:
+    """What protobuf's own parser refuses in spec.serving.config beyond the schema."""
+    try:
+        parse_override(raw)
+    except ValueError as exc:
+        return [Problem("spec.serving.config", str(exc).removeprefix("spec.serving.config: "))]
+    return []
 
 
 def load_spec_file(path: str | Path) -> LargeModelService:
@@ -301,6 +321,8 @@ def _build(d: dict[str, Any]) -> Spec:
             text_truncation=serv["text"]["truncation"],
             progress_deadline_seconds=serv["progressDeadlineSeconds"],
             drain_seconds=serv["drainSeconds"],
+            template=serv.get("template"),
+            config=serv.get("config") or None,
         ),
         autoscaling=AutoscalingSpec(auto["minReplicas"], auto["maxReplicas"], auto["metric"], auto["target"],
                                     auto["window"], auto["scaleDownStabilizationSeconds"], auto["cooldownSeconds"],

@@ -20,7 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-root", help="where the pvc:// source claim is mounted: --model-dir must resolve "
                                          "inside it, symlinks followed (else exit 2, InvalidSpec)")
     p.add_argument("--version-key", help="the version key the operator expects; a different one here exits 2")
+    p.add_argument("--templates-json", help="serving templates as JSON {name: config.pbtxt text} (the operator's; "
+                                           "default: the package's model-repo-templates)")
     p.set_defaults(func=run_compress)
+    a = subparsers.add_parser("assemble", help="build the model repository Triton serves from a published version",
+                              description="Link a published version's files into OUT and write each config.pbtxt "
+                                          "from the serving templates and the spec (the Triton pod's init container).")
+    a.add_argument("spec", nargs="?", help="LargeModelService YAML file")
+    a.add_argument("--spec-json", help="the resource as JSON {apiVersion, kind, metadata, spec}")
+    a.add_argument("--templates-json", help="serving templates as JSON {name: config.pbtxt text} (default: the package's)")
+    a.add_argument("--version-dir", required=True, help="the published version (ROOT/<namespace>/<name>/<key>)")
+    a.add_argument("--out", required=True, help="folder to fill; emptied first")
+    a.set_defaults(func=run_assemble)
     d = subparsers.add_parser("digest", help="print the sha256 to pin in spec.model.sha256",
                               description="Digest of a model file, or of a folder's manifest of sorted '<sha256>  <path>' lines.")
     d.add_argument("path", help="model file or folder")
@@ -74,7 +85,7 @@ def run_compress(args: argparse.Namespace) -> int:
             if args.model_dir else None
         from lms_operator.compression.remote import compress_to
 
-        emit_summary(compress_to(lms, args.out, spec_dir, model_dir, args.version_key, args.protect))
+        emit_summary(compress_to(lms, args.out, spec_dir, model_dir, args.version_key, args.protect, _templates(args)))
         return ExitCode.OK
     except CompressionError as exc:
         message, code = str(exc), exc.exit_code
@@ -85,3 +96,29 @@ def run_compress(args: argparse.Namespace) -> int:
     print(f"lms compress: error: {message}", file=sys.stderr)
     emit_summary(summary)
     return int(code)
+
+
+def _templates(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lms_operator.compression.errors import InputError
+    from lms_operator.modelrepo.assemble import templates_from_json
+    from lms_operator.modelrepo.templates import TemplateError
+
+    try:
+        return templates_from_json(args.templates_json) if args.templates_json else None
+    except TemplateError as exc:
+        raise InputError(str(exc)) from None
+
+
+def run_assemble(args: argparse.Namespace) -> int:
+    from lms_operator.compression.errors import CompressionError
+    from lms_operator.modelrepo.assemble import assemble_repository, job_templates
+    from lms_operator.modelrepo.templates import TemplateError
+
+    try:
+        lms, _ = _load(args)
+        models = assemble_repository(Path(args.version_dir), Path(args.out), lms, job_templates(lms, _templates(args)))
+    except (CompressionError, TemplateError, OSError) as exc:
+        print(f"lms assemble: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"lms assemble: {', '.join(models)} in {args.out}")
+    return 0

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from lms_operator.compression.supply_chain import verify_published
 from lms_operator.compression.workload import (TEXT_METRICS, TIMING_BATCH, Workload, check_metric, tabular_workload,
                                                 text_workload)
 from lms_operator.modelrepo.layout import REPORT_FILE, is_complete, relative_version_path, version_dir
+from lms_operator.modelrepo.assemble import job_templates, served_configs, template_digests
+from lms_operator.modelrepo.templates import Template
 from lms_operator.modelrepo.text import text_models
 
 MAX_DEFAULT_STEPS = 2000
@@ -235,9 +237,9 @@ def cache_hit_summary(final: Path, key: str, rel: str, model_name: str) -> Compr
                    format_version=FORMAT_VERSION)
 
 
-def check_requested_key(lms: LargeModelService, requested: str | None) -> str:
+def check_requested_key(lms: LargeModelService, requested: str | None, templates: Mapping[str, Template]) -> str:
     """This run's version key; refuses a key the operator computed differently (another format)."""
-    key = version_key(lms)
+    key = version_key(lms, template_digests(templates))
     if requested is not None and requested != key:
         raise InputError(f"version key mismatch: the operator asked for {requested}, this compression image computes "
                          f"{key} (compression format {FORMAT_VERSION}); run the operator's own image for the Job",
@@ -247,9 +249,10 @@ def check_requested_key(lms: LargeModelService, requested: str | None) -> str:
 
 
 def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_dir: Path | None,
-             requested_key: str | None = None) -> CompressionSummary:
+             requested_key: str | None = None, templates: Mapping[str, Template] | None = None) -> CompressionSummary:
     """Run the whole pipeline; returns the summary. Raises InputError / GateFailed / CompressionError."""
-    key = check_requested_key(lms, requested_key)
+    templates = job_templates(lms, templates)
+    key = check_requested_key(lms, requested_key, templates)
     final = version_dir(root, lms.namespace, lms.name, key)
     rel = relative_version_path(lms.namespace, lms.name, key)
     if is_complete(final):
@@ -282,6 +285,7 @@ def compress(lms: LargeModelService, root: Path, spec_dir: Path | None, model_di
             raise InputError("spec.compression: pruning and distillation need a torch model (format huggingface or torchscript)")
         work = text_workload(src, lms, base_dir) if m.task in TEXT_METRICS else tabular_workload(src, lms, base_dir)
     work.checkpoints = checkpoint_dir(root, lms, key)
+    work.templates = templates
     work.train_device = training_device(comp.gpu)
     tmp = Path(tempfile.mkdtemp(prefix="lms-compress-"))
     try:
@@ -375,7 +379,8 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     report = {**summary.to_dict(), "task": src.task, "source": lms.spec.model.uri,
               "candidates": [c.row(original_bytes, baseline_ms) for c in candidates], "timings": sw.timings,
               "benchmark": benchmark_conditions(work, device, lms.spec.serving.device, timing_rounds),
-              "data": work.data_info or work.source, **details}
+              "data": work.data_info or work.source, **details,
+              "serving": {"templates": template_digests(work.templates), "template": lms.spec.serving.template_name}}
     if work.tabular is not None:
         report["input_scaling"] = "features as in the dataset (digits: pixel / 16)"
     with sw.stage("publish"):
@@ -506,11 +511,12 @@ def benchmark_conditions(work: Workload, device: str, device_class: str, timing_
 def publish_chosen(lms: LargeModelService, src: SourceModel, work: Workload, model: Path, reference: np.ndarray,
                    report: dict[str, Any], root: Path, final: Path) -> None:
     """The chosen model with its config, tokenizer, text models and report, published atomically."""
-    from lms_operator.modelrepo.config import build_model_config, render_config
+    from lms_operator.modelrepo.config import render_config
 
     n_in = src.meta.get("in_features") or (work.tabular.x_test.shape[1] if work.tabular else None)
     ins, outs = io_specs(src.task, reference, n_in)
-    config_text = render_config(build_model_config(lms.name, ins, outs, lms.spec.serving))
+    main, *_ = served_configs(lms.name, src.task, ins, outs, lms.spec.serving, work.templates, text=False)
     toks = tokenizer_files(src.tokenizer_dir) if src.tokenizer_dir else []
-    publish_version(root, final, lms.name, model, toks, config_text, report,
-                    text_models(lms.name, src.task, outs[0], lms.spec.serving, toks, src.path))
+    parsed = {name: template.config() for name, template in work.templates.items()}
+    publish_version(root, final, lms.name, model, toks, render_config(main), report,
+                    text_models(lms.name, src.task, outs[0], lms.spec.serving, toks, src.path, parsed))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +20,9 @@ from lms_operator.api.spec import LargeModelService
 from lms_operator.compression.errors import InputError
 from lms_operator.compression.pipeline import check_requested_key, compress
 from lms_operator.compression.source import storage_failure
+from lms_operator.modelrepo.assemble import job_templates
 from lms_operator.modelrepo.layout import version_dir
+from lms_operator.modelrepo.templates import Template
 from lms_operator.storage import s3
 from lms_operator.storage.errors import DigestMismatch, StorageError
 from lms_operator.storage.repository import (apply_retention, counted_version, publish, resource_location,
@@ -34,15 +36,18 @@ def log(msg: str) -> None:
 
 
 def compress_to(lms: LargeModelService, out: str, spec_dir: Path | None, model_dir: Path | None,
-                requested_key: str | None = None, protect: Iterable[str] = ()) -> CompressionSummary:
-    """Compress and publish into `out` (a folder or s3://bucket/prefix), then apply retention."""
+                requested_key: str | None = None, protect: Iterable[str] = (),
+                templates: Mapping[str, Template] | None = None) -> CompressionSummary:
+    """Compress and publish into `out` (a folder or s3://bucket/prefix), then apply retention.
+    `templates`: the serving templates the operator resolved (default: the package's)."""
+    templates = job_templates(lms, templates)
     if out.startswith("s3://"):
         try:
-            return _compress_to_s3(lms, out, spec_dir, model_dir, requested_key, set(protect))
+            return _compress_to_s3(lms, out, spec_dir, model_dir, requested_key, set(protect), templates)
         except StorageError as exc:
             raise storage_failure(exc) from None
     root = Path(out)
-    summary = compress(lms, root, spec_dir, model_dir, requested_key)
+    summary = compress(lms, root, spec_dir, model_dir, requested_key, templates)
     folder = root / lms.namespace / lms.name
     keep = {*protect, summary.version or ""}
     for key in choose_deletions(local_versions(folder), lms.spec.repository.keep_versions, keep):
@@ -52,12 +57,12 @@ def compress_to(lms: LargeModelService, out: str, spec_dir: Path | None, model_d
 
 
 def _compress_to_s3(lms: LargeModelService, uri: str, spec_dir: Path | None, model_dir: Path | None,
-                    requested_key: str | None, protect: set[str]) -> CompressionSummary:
+                    requested_key: str | None, protect: set[str], templates: Mapping[str, Template]) -> CompressionSummary:
     try:
         repo = parse_repository(uri, "--out")
     except UriError as exc:
         raise InputError(str(exc)) from None
-    key = check_requested_key(lms, requested_key)
+    key = check_requested_key(lms, requested_key, templates)
     cli = s3.client()
     loc = version_location(repo, lms.namespace, lms.name, key)
     manifest, why = counted_version(cli, loc, key)
@@ -74,7 +79,7 @@ def _compress_to_s3(lms: LargeModelService, uri: str, spec_dir: Path | None, mod
     if summary is None:
         scratch = Path(tempfile.mkdtemp(prefix="lms-publish-"))
         try:
-            summary = compress(lms, scratch, spec_dir, model_dir, requested_key)
+            summary = compress(lms, scratch, spec_dir, model_dir, requested_key, templates)
             publish(cli, version_dir(scratch, lms.namespace, lms.name, key), loc, key, summary.to_dict())
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

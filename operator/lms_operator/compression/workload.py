@@ -16,6 +16,7 @@ from lms_operator.compression import data as datasets
 from lms_operator.compression import evaluate as ev
 from lms_operator.compression.errors import InputError
 from lms_operator.compression.loader import SourceModel
+from lms_operator.modelrepo.templates import Template
 
 TIMING_BATCH = 32
 TEXT_METRICS = {"feature-extraction": ("cosine", "similarity"), "text-classification": ("agreement", "accuracy")}
@@ -39,6 +40,8 @@ class Workload:
     eval_sha256: str | None = None
     checkpoints: Path | None = None
     train_device: str = "cpu"
+    templates: dict[str, Template] = field(default_factory=dict)
+    """The serving templates the published configs are built from (name -> template)."""
 
 
 def check_metric(task: str, metric: str) -> None:

@@ -1,7 +1,8 @@
 """Triton `config.pbtxt` built from Triton's own ModelConfig protobuf.
 
 Using the generated message (not a text template) means a misspelt field is an
-error here rather than a model that fails to load inside a pod.
+error here rather than a model that fails to load inside a pod. Everything that is not the
+model's or the spec's comes from a serving template (modelrepo/templates.py).
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from typing import Sequence
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from lms_operator.api.model_config import parse_override
 from lms_operator.api.spec import ServingSpec
+from lms_operator.modelrepo.templates import load_templates, overlay
 
-ONNX_PLATFORM = "onnxruntime_onnx"
-ONNX_BACKEND = "onnxruntime"
-TENSORRT_WORKSPACE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -36,27 +36,52 @@ def _parameter(config: pb.ModelConfig, key: str, value: str) -> None:
     config.parameters[key].string_value = value
 
 
+def set_io(config: pb.ModelConfig, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+    for field, tensors in (("input", inputs), ("output", outputs)):
+        config.ClearField(field)
+        for tensor in tensors:
+            getattr(config, field).add(name=tensor.name, data_type=pb.DataType.Value(tensor.data_type),
+                                       dims=list(tensor.dims))
+
+
+def _fill_warmup(config: pb.ModelConfig, inputs: Sequence[TensorSpec], sequence_length: int) -> None:
+    """A warm-up entry that names no inputs gets a zero-filled sample of every model input
+    (a variable dimension takes the spec's sequence length)."""
+    for warmup in config.model_warmup:
+        if warmup.inputs:
+            continue
+        for tensor in inputs:
+            sample = warmup.inputs[tensor.name]
+            sample.data_type = pb.DataType.Value(tensor.data_type)
+            sample.dims.extend(sequence_length if d < 0 else d for d in tensor.dims)
+            sample.zero_data = True
+
+
 def build_model_config(model_name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                       serving: ServingSpec) -> pb.ModelConfig:
-    config = pb.ModelConfig(name=model_name, platform=ONNX_PLATFORM, backend=ONNX_BACKEND,
-                            max_batch_size=serving.max_batch_size)
-    config.version_policy.latest.num_versions = 1
-    for spec, add in ((inputs, config.input.add), (outputs, config.output.add)):
-        for tensor in spec:
-            add(name=tensor.name, data_type=pb.DataType.Value(tensor.data_type), dims=list(tensor.dims))
+                       serving: ServingSpec, template: pb.ModelConfig | None = None) -> pb.ModelConfig:
+    """The served model's config: the template (default: the package's for the spec), then
+    spec.serving.config over it, then the spec's own fields and what comes from the model (name,
+    inputs, outputs)."""
+    if template is None:
+        template = load_templates()[serving.template_name].config()
+    config = overlay(template, parse_override(serving.config))
+    config.name = model_name
+    config.max_batch_size = serving.max_batch_size
+    set_io(config, inputs, outputs)
     if serving.dynamic_batching is not None:
         config.dynamic_batching.max_queue_delay_microseconds = serving.dynamic_batching.max_queue_delay_microseconds
-        config.dynamic_batching.preferred_batch_size.extend(serving.dynamic_batching.preferred_batch_sizes)
-    group = config.instance_group.add(count=serving.instances)
-    if serving.device == "gpu":
-        group.kind = pb.ModelInstanceGroup.KIND_GPU
-        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        accelerator.parameters["precision_mode"] = "FP16"
-        accelerator.parameters["max_workspace_size_bytes"] = str(TENSORRT_WORKSPACE_BYTES)
+        if serving.dynamic_batching.preferred_batch_sizes:
+            config.dynamic_batching.ClearField("preferred_batch_size")
+            config.dynamic_batching.preferred_batch_size.extend(serving.dynamic_batching.preferred_batch_sizes)
     else:
-        group.kind = pb.ModelInstanceGroup.KIND_CPU
+        config.ClearField("dynamic_batching")
+    if not config.instance_group:
+        config.instance_group.add()
+    for group in config.instance_group:
+        group.count = serving.instances
+    if serving.device == "cpu":
         _parameter(config, "intra_op_thread_count", str(serving.threads))
-        _parameter(config, "inter_op_thread_count", "1")
+    _fill_warmup(config, inputs, serving.sequence_length)
     return config
 
 

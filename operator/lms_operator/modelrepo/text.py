@@ -16,12 +16,13 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from tritonclient.grpc import model_config_pb2 as pb
 
 from lms_operator.api.spec import ServingSpec
-from lms_operator.modelrepo.config import TensorSpec, render_config
+from lms_operator.modelrepo.config import TensorSpec, render_config, set_io
+from lms_operator.modelrepo.templates import ENSEMBLE, LABELS, TOKENIZER, load_templates
 
 TEXT_TASKS = ("feature-extraction", "text-classification")
 TEXT_SUFFIX = "-text"
@@ -30,7 +31,6 @@ LABELS_SUFFIX = "-labels"
 TEXT_INPUT = "text"
 TRUNCATED_OUTPUT = "truncated"
 LABELS_FILE = "labels.txt"
-PYTHON_BACKEND = "python"
 MODEL_SOURCE = Path(__file__).resolve().parent.parent / "serving" / "backend" / "text_model.py"
 
 
@@ -53,25 +53,25 @@ class TextModel:
         return render_config(self.config)
 
 
-def _io(add: object, tensors: Sequence[TensorSpec]) -> None:
-    for tensor in tensors:
-        add(name=tensor.name, data_type=pb.DataType.Value(tensor.data_type), dims=list(tensor.dims))  # type: ignore[operator]
+def _from_template(template: pb.ModelConfig, name: str, serving: ServingSpec, inputs: Sequence[TensorSpec],
+                   outputs: Sequence[TensorSpec]) -> pb.ModelConfig:
+    config = pb.ModelConfig()
+    config.CopyFrom(template)
+    config.name, config.max_batch_size = name, serving.max_batch_size
+    set_io(config, inputs, outputs)
+    return config
 
 
-def _python_model(name: str, role: str, serving: ServingSpec, inputs: Sequence[TensorSpec],
+def _python_model(template: pb.ModelConfig, name: str, role: str, serving: ServingSpec, inputs: Sequence[TensorSpec],
                   outputs: Sequence[TensorSpec]) -> pb.ModelConfig:
-    config = pb.ModelConfig(name=name, backend=PYTHON_BACKEND, max_batch_size=serving.max_batch_size)
-    config.version_policy.latest.num_versions = 1
-    _io(config.input.add, inputs)
-    _io(config.output.add, outputs)
-    config.dynamic_batching.max_queue_delay_microseconds = 0  # batches what queues while busy, adds no wait
-    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)
+    config = _from_template(template, name, serving, inputs, outputs)
     config.parameters["role"].string_value = role
     return config
 
 
-def build_tokenizer_config(model_name: str, serving: ServingSpec) -> pb.ModelConfig:
-    config = _python_model(model_name + TOKENIZER_SUFFIX, "tokenizer", serving, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])],
+def build_tokenizer_config(model_name: str, serving: ServingSpec, template: pb.ModelConfig) -> pb.ModelConfig:
+    config = _python_model(template, model_name + TOKENIZER_SUFFIX, "tokenizer", serving,
+                           [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])],
                            [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1]),
                             TensorSpec(TRUNCATED_OUTPUT, "TYPE_BOOL", [1])])
     config.parameters["max_length"].string_value = str(serving.sequence_length)
@@ -79,8 +79,8 @@ def build_tokenizer_config(model_name: str, serving: ServingSpec) -> pb.ModelCon
     return config
 
 
-def build_labels_config(model_name: str, classes: int, serving: ServingSpec) -> pb.ModelConfig:
-    config = _python_model(model_name + LABELS_SUFFIX, "labels", serving, [TensorSpec("logits", "TYPE_FP32", [classes])],
+def build_labels_config(model_name: str, classes: int, serving: ServingSpec, template: pb.ModelConfig) -> pb.ModelConfig:
+    config = _python_model(template, model_name + LABELS_SUFFIX, "labels", serving, [TensorSpec("logits", "TYPE_FP32", [classes])],
                            [TensorSpec("probabilities", "TYPE_FP32", [classes]), TensorSpec("label", "TYPE_STRING", [1])])
     config.output[0].label_filename = LABELS_FILE
     return config
@@ -94,22 +94,24 @@ def _step(config: pb.ModelConfig, model: str, inputs: Sequence[str], outputs: Se
         step.output_map[name] = name
 
 
-def build_ensemble_config(model_name: str, task: str, output: TensorSpec, serving: ServingSpec) -> pb.ModelConfig:
+def build_ensemble_config(model_name: str, task: str, output: TensorSpec, serving: ServingSpec,
+                          template: pb.ModelConfig) -> pb.ModelConfig:
     """text -> tokenizer -> ONNX model [-> labels]; the ONNX step keeps its own dynamic batcher."""
-    config = pb.ModelConfig(name=text_model_name(model_name), platform="ensemble", max_batch_size=serving.max_batch_size)
-    config.version_policy.latest.num_versions = 1
-    _io(config.input.add, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])])
+    truncated = TensorSpec(TRUNCATED_OUTPUT, "TYPE_BOOL", [1])
+    if task == "text-classification":
+        classes = output.dims[0]
+        outputs = [TensorSpec("probabilities", "TYPE_FP32", [classes]), TensorSpec("label", "TYPE_STRING", [1]), truncated]
+    else:
+        outputs = [output, truncated]
+    config = _from_template(template, text_model_name(model_name), serving, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])],
+                            outputs)
+    config.ClearField("ensemble_scheduling")
     tokens = ["input_ids", "attention_mask"]
     _step(config, model_name + TOKENIZER_SUFFIX, [TEXT_INPUT], [*tokens, TRUNCATED_OUTPUT])
     _step(config, model_name, tokens, [output.name])
     if task == "text-classification":
-        classes = output.dims[0]
         _step(config, model_name + LABELS_SUFFIX, [output.name], ["probabilities", "label"])
-        _io(config.output.add, [TensorSpec("probabilities", "TYPE_FP32", [classes]), TensorSpec("label", "TYPE_STRING", [1])])
         config.output[0].label_filename = LABELS_FILE
-    else:
-        _io(config.output.add, [output])
-    _io(config.output.add, [TensorSpec(TRUNCATED_OUTPUT, "TYPE_BOOL", [1])])
     return config
 
 
@@ -141,17 +143,26 @@ def vendored_tokenizers() -> dict[str, Path]:
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyi"}
 
 
+def text_configs(model_name: str, task: str, output: TensorSpec, serving: ServingSpec,
+                 templates: Mapping[str, pb.ModelConfig]) -> list[pb.ModelConfig]:
+    """The configs of the text-in models (tokenizer, [labels,] ensemble) for a text task's model."""
+    configs = [build_tokenizer_config(model_name, serving, templates[TOKENIZER])]
+    if task == "text-classification":
+        configs.append(build_labels_config(model_name, output.dims[0], serving, templates[LABELS]))
+    configs.append(build_ensemble_config(model_name, task, output, serving, templates[ENSEMBLE]))
+    return configs
+
+
 def text_models(model_name: str, task: str, output: TensorSpec, serving: ServingSpec, tokenizer_files: Sequence[Path],
-                source: Path | None = None) -> list[TextModel]:
-    """The models to publish next to the ONNX model; none for tasks that take no text."""
+                source: Path | None = None, templates: Mapping[str, pb.ModelConfig] | None = None) -> list[TextModel]:
+    """The models to publish next to the ONNX model; none for tasks that take no text.
+    `templates`: name -> parsed template (default: the package's)."""
     if task not in TEXT_TASKS or not any(p.name == "tokenizer.json" for p in tokenizer_files):
         return []
+    if templates is None:
+        templates = {name: template.config() for name, template in load_templates().items()}
     files = {"model.py": MODEL_SOURCE, **{f"tokenizer/{p.name}": p for p in tokenizer_files}, **vendored_tokenizers()}
-    models = [TextModel(model_name + TOKENIZER_SUFFIX, build_tokenizer_config(model_name, serving), files)]
-    if task == "text-classification":
-        labels = "\n".join(read_labels(source, output.dims[0])) + "\n"
-        models.append(TextModel(model_name + LABELS_SUFFIX, build_labels_config(model_name, output.dims[0], serving),
-                                {"model.py": MODEL_SOURCE}, {LABELS_FILE: labels}))
-    ensemble = build_ensemble_config(model_name, task, output, serving)
-    models.append(TextModel(ensemble.name, ensemble, {}, {LABELS_FILE: labels} if task == "text-classification" else {}))
-    return models
+    labels = {LABELS_FILE: "\n".join(read_labels(source, output.dims[0])) + "\n"} if task == "text-classification" else {}
+    own = {model_name + TOKENIZER_SUFFIX: (files, {}), model_name + LABELS_SUFFIX: ({"model.py": MODEL_SOURCE}, labels)}
+    return [TextModel(config.name, config, *own.get(config.name, ({}, labels)))
+            for config in text_configs(model_name, task, output, serving, templates)]

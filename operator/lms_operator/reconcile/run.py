@@ -15,7 +15,8 @@ from typing import Any
 from lms_operator.api import schema
 from lms_operator.api import status as st
 from lms_operator.api.spec import LargeModelService, SpecError, parse_spec
-from lms_operator.api.version import version_key
+from lms_operator.api.validate import Problem
+from lms_operator.modelrepo.templates import TemplateError
 from lms_operator.reconcile.compression import ensure_compression
 from lms_operator.reconcile.context import Context
 from lms_operator.reconcile.faults import fault_point
@@ -23,7 +24,9 @@ from lms_operator.reconcile.objectstore import object_store_condition
 from lms_operator.reconcile.repository import claim_condition
 from lms_operator.reconcile.serving import autoscaling_notes, autoscaling_status, ensure_serving, read_serving
 from lms_operator.resources import meta
+from lms_operator.resources.render import desired_version
 from lms_operator.resources.server import endpoints
+from lms_operator.resources.settings import BuildSettings
 
 SPEC_CACHE_SIZE = 10_000
 RETRY_COMPRESSING = 30.0
@@ -81,6 +84,14 @@ def parsed_spec(ctx: Context, body: dict[str, Any]) -> LargeModelService:
     return found
 
 
+def template_checked_version(lms: LargeModelService, settings: BuildSettings) -> str:
+    """The desired version key; a serving template the operator does not have is a spec problem."""
+    try:
+        return desired_version(lms, settings)
+    except TemplateError as exc:
+        raise SpecError([Problem("spec.serving.template", str(exc).removeprefix("spec.serving.template: "))]) from None
+
+
 def _notes_to_events(notes: list[str]) -> list[Event]:
     out = []
     for note in notes:
@@ -98,6 +109,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     events: list[Event] = []
     try:
         lms = parsed_spec(ctx, body)
+        key = template_checked_version(lms, ctx.settings)
     except SpecError as exc:
         obs = st.Observation(generation=generation, desired_version=None,
                              spec_problems=[str(p) for p in exc.problems])
@@ -105,7 +117,6 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         return Result(st.FAILED, f"invalid spec: {exc}".replace("\n", "; "), permanent=True,
                       events=[Event("Warning", st.INVALID_SPEC, str(exc).replace("\n", "; "))], body=written)
 
-    key = version_key(lms)
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, lms.name, metadata["uid"])
     obs = st.Observation(generation=generation, desired_version=key, previous_version=previous.get("modelVersion"),
                          endpoint=endpoints(lms))

@@ -1,13 +1,13 @@
 """The compression Job: runs `lms compress` for one version key, publishing into the repository."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from lms_operator.api import schema
 from lms_operator.api.contract import DETERMINISTIC_EXIT_CODES
 from lms_operator.api.spec import LargeModelService, cpu_cores
+from lms_operator.modelrepo.assemble import resource_templates, templates_json
 from lms_operator.resources import meta
+from lms_operator.resources.meta import spec_json
 from lms_operator.resources.credentials import job_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
 from lms_operator.resources.server import GPU_RESOURCE, GPU_TOLERATION, _scheduling
@@ -20,18 +20,12 @@ SCRATCH = "/var/lib/lms-scratch"
 under a host's /tmp keeps its meaning where the sandbox runs Jobs as local processes."""
 
 
-def spec_json(lms: LargeModelService) -> str:
-    """The resource as the Job sees it: defaulted spec, name and namespace, canonical JSON."""
-    manifest = {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
-                "metadata": {"name": lms.name, "namespace": lms.namespace}, "spec": lms.raw_spec}
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-
-
 def build_compression_job(lms: LargeModelService, key: str, settings: BuildSettings,
                           owner: dict[str, Any] | None = None, protect: tuple[str, ...] = ()) -> dict[str, Any]:
     """`protect`: versions serving or rolling out, which the Job's retention must keep."""
     out = lms.spec.repository.uri or settings.repository_mount  # an s3:// repository needs no volume
-    args = ["compress", "--spec-json", spec_json(lms), "--out", out, "--version-key", key]
+    templates = templates_json(resource_templates(settings.templates, lms))
+    args = ["compress", "--spec-json", spec_json(lms), "--templates-json", templates, "--out", out, "--version-key", key]
     args += [f"--protect={version}" for version in sorted(set(protect) - {key})]
     volumes = [repository_volume(lms)] if lms.spec.repository.pvc else []
     mounts = [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount}] if volumes else []

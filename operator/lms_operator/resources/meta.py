@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
+from lms_operator.api import schema
 from lms_operator.api.spec import LargeModelService
 
 MAX_NAME = 63
@@ -57,3 +59,11 @@ def metadata(lms: LargeModelService, name: str, component: str, key: str,
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
     return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
             "controller": True, "blockOwnerDeletion": True}
+
+
+def spec_json(lms: LargeModelService) -> str:
+    """The resource as the Job and the model-config init container see it: defaulted spec, name and
+    namespace, canonical JSON."""
+    manifest = {"apiVersion": schema.API_VERSION, "kind": schema.KIND,
+                "metadata": {"name": lms.name, "namespace": lms.namespace}, "spec": lms.raw_spec}
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"))

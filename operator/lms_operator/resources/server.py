@@ -4,8 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from lms_operator.api.spec import LargeModelService, Toleration
+from lms_operator.api.version import serving_digest
+from lms_operator.modelrepo.assemble import resource_templates, template_digests, templates_json
 from lms_operator.modelrepo.layout import relative_version_path
 from lms_operator.resources import meta
+from lms_operator.resources.meta import spec_json
 from lms_operator.resources.credentials import triton_env
 from lms_operator.resources.pod_security import container_security_context, pod_security_context
 from lms_operator.resources.settings import BuildSettings, pull_secrets
@@ -20,6 +23,11 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 EXIT_TIMEOUT_SECONDS = 10
 """Triton's --exit-timeout-secs: after SIGTERM it finishes in-flight requests for at most this long."""
 MIN_GRACE_SECONDS = 30
+SERVING_VOLUME = "serving-repository"
+SERVING_REPOSITORY = "/serving"
+"""The model repository Triton reads on a claim: the version's files linked, configs built at pod start."""
+SERVING_CONFIG_ANNOTATION = "serving.lms.dev/serving-config"
+"""Digest of what shapes the served configs (templates, spec.serving.config, batch size, instances, threads)."""
 
 
 def termination_grace_seconds(lms: LargeModelService) -> int:
@@ -37,11 +45,33 @@ def _lifecycle(lms: LargeModelService) -> dict[str, Any]:
 def triton_args(lms: LargeModelService, key: str, settings: BuildSettings) -> list[str]:
     if lms.spec.repository.uri:  # read straight from the bucket; the kubelet expands $(AWS_ENDPOINT_URL)
         repository = s3_version_repository(lms, key)
-    else:
-        repository = f"{settings.repository_mount}/{relative_version_path(lms.namespace, lms.name, key)}"
+    else:  # what the model-config init container assembled over the claim's version
+        repository = SERVING_REPOSITORY
     return [f"--model-repository={repository}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
             f"--metrics-port={METRICS_PORT}", "--strict-readiness=true", f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
             "--log-verbose=0"]
+
+
+def model_config_container(lms: LargeModelService, key: str, settings: BuildSettings,
+                           mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """`lms assemble` in the operator's image: links the claim's version into SERVING_REPOSITORY and
+    writes each config.pbtxt from the templates and the spec of now (modelrepo/assemble.py)."""
+    templates = resource_templates(settings.templates, lms)
+    version = f"{settings.repository_mount}/{relative_version_path(lms.namespace, lms.name, key)}"
+    return {
+        "name": "model-config",
+        "image": settings.image,
+        "command": ["lms"],
+        "args": ["assemble", "--spec-json", spec_json(lms), "--templates-json", templates_json(templates),
+                 "--version-dir", version, "--out", SERVING_REPOSITORY],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+    }
+
+
+def serving_config_digest(lms: LargeModelService, settings: BuildSettings) -> str:
+    return serving_digest(lms, template_digests(resource_templates(settings.templates, lms)))
 
 
 def s3_version_repository(lms: LargeModelService, key: str) -> str:
@@ -85,11 +115,14 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
                      owner: dict[str, Any] | None = None) -> dict[str, Any]:
     name = meta.server_name(lms)
-    scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp", "shm": "/dev/shm"})
     on_claim = lms.spec.repository.pvc is not None  # an s3:// repository is read over the network
+    scratch, scratch_mounts = scratch_volumes({"tmp": "/tmp", "shm": "/dev/shm",
+                                               **({SERVING_VOLUME: SERVING_REPOSITORY} if on_claim else {})})
     repo_mounts = [{"name": REPOSITORY_VOLUME, "mountPath": settings.repository_mount, "readOnly": True}] if on_claim else []
     repo_volumes = [{**repository_volume(lms), "persistentVolumeClaim": {
         "claimName": lms.spec.repository.pvc, "readOnly": True}}] if on_claim else []
+    serving_mounts = [m for m in scratch_mounts if m["name"] == SERVING_VOLUME]
+    init = [model_config_container(lms, key, settings, repo_mounts + serving_mounts)] if on_claim else []
     container: dict[str, Any] = {
         "name": "triton",
         "image": lms.spec.serving.image,
@@ -114,6 +147,7 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": termination_grace_seconds(lms),
         "securityContext": pod_security_context(),
+        **({"initContainers": init} if init else {}),
         "containers": [container],
         "volumes": repo_volumes + scratch,
         **_scheduling(lms),
@@ -131,7 +165,8 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
                 "metadata": {
                     "labels": meta.labels(lms, meta.COMPONENT_SERVER, key),
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
-                                    "prometheus.io/path": "/metrics"},
+                                    "prometheus.io/path": "/metrics",
+                                    SERVING_CONFIG_ANNOTATION: serving_config_digest(lms, settings)},
                 },
                 "spec": pod_spec,
             },

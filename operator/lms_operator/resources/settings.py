@@ -4,7 +4,10 @@ Filled from the operator's validated configuration (runtime/config.py), which do
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from lms_operator.modelrepo.templates import Template, load_templates
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class BuildSettings:
     """Secret (AWS_* keys) for s3:// sources and repositories that name none (the chart's s3.secret)."""
     image_pull_secrets: tuple[str, ...] = ()
     """Secrets (in each resource's namespace) the Job and Triton pods pull their images with."""
+    templates: Mapping[str, Template] = field(default_factory=load_templates)
+    """Serving templates by name: the package's, replaced or joined by --templates-dir's."""
 
 
 def pull_secrets(settings: BuildSettings) -> dict[str, list[dict[str, str]]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lms_operator.api.schema import QUANTITY_PATTERN
+from lms_operator.modelrepo.templates import TemplateError, load_templates
 from lms_operator.resources.settings import BuildSettings
 
 
@@ -71,6 +72,16 @@ def _image(value: str) -> str | None:
 
 def _directory(value: Path | None) -> str | None:
     return None if value is None or value.is_dir() else "not a directory"
+
+
+def _templates(value: Path | None) -> str | None:
+    if problem := _directory(value):
+        return problem
+    try:
+        load_templates(value)
+    except (TemplateError, OSError) as error:
+        return f"a serving template is not valid: {error}"
+    return None
 
 
 def _secret_name(value: str | None) -> str | None:
@@ -146,6 +157,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("default_s3_secret", (), "LMS_S3_SECRET", _BUILD.default_s3_secret,
             "Secret (AWS_* keys) that Jobs and Triton pods use, by reference, for s3:// sources and repositories "
             "of resources naming none (the operator never reads it).", check=_secret_name),
+    Setting("templates_dir", ("--templates-dir",), "LMS_TEMPLATES_DIR", None,
+            "Folder of serving templates (NAME.pbtxt, the chart's modelRepoTemplates ConfigMap); each replaces the "
+            "package's template of that name or adds one. Every template is parsed at start-up.",
+            parse=_path, check=_templates),
     Setting("image_pull_secrets", (), "LMS_IMAGE_PULL_SECRETS", _BUILD.image_pull_secrets,
             "Comma-separated Secrets the compression Job and Triton pods pull images with (each must exist in the "
             "resource's namespace; the chart passes its imagePullSecrets).", parse=_names, check=_secret_names),
@@ -201,6 +216,7 @@ class OperatorConfig:
     max_model_bytes: int | None = _BUILD.max_model_bytes
     default_s3_secret: str | None = _BUILD.default_s3_secret
     image_pull_secrets: tuple[str, ...] = _BUILD.image_pull_secrets
+    templates_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.clusterwide == bool(self.namespaces):
@@ -221,12 +237,14 @@ class OperatorConfig:
 
     def build_settings(self, *, keda: bool = False) -> BuildSettings:
         """What the builders need besides the spec; `keda` when the API server serves keda.sh."""
-        return BuildSettings(keda=keda, **{name: getattr(self, name) for name in BUILD_FIELDS})
+        return BuildSettings(keda=keda, templates=load_templates(self.templates_dir),
+                             **{name: getattr(self, name) for name in BUILD_FIELDS})
 
 
 def build_settings_from_env(environ: Mapping[str, str]) -> BuildSettings:
     """The builders' settings from the environment alone (`lms render`), validated as the operator's."""
-    return BuildSettings(**{name: resolve(BY_FIELD[name], {}, environ) for name in BUILD_FIELDS})
+    return BuildSettings(templates=load_templates(resolve(BY_FIELD["templates_dir"], {}, environ)),
+                         **{name: resolve(BY_FIELD[name], {}, environ) for name in BUILD_FIELDS})
 
 
 def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
