@@ -117,3 +117,14 @@ def test_an_interrupted_run_stops_the_build(tmp_path: Path) -> None:
 def test_makefile_and_ci_run_the_script() -> None:
     assert "scripts/test" in (ROOT / "Makefile").read_text().split("\ntest: venv\n", 1)[1].splitlines()[0]
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("make test")
+
+
+def test_every_test_file_that_uses_the_tools_marks_them() -> None:
+    """A test that reaches for a binary `make tools` builds runs after the build: unmarked, it would
+    skip on a fresh machine or wait on the build's lock inside the parallel step."""
+    uses_tools = ("tools_bin()", '"bin" / "current"')
+    unmarked = [path.relative_to(ROOT).as_posix()
+                for tier in ("unit", "integration") for path in sorted((ROOT / "tests" / tier).glob("test_*.py"))
+                if any(u in path.read_text() for u in uses_tools) and "pytest.mark.tools" not in path.read_text()
+                and path.name != Path(__file__).name]
+    assert unmarked == []
