@@ -128,13 +128,15 @@ def test_lms_infer_vector_gives_a_class(first_run: Served) -> None:
 def test_sigterm_stops_everything(first_run: Served) -> None:
     version_dirs = [p.parent for p in first_run.root.rglob(".complete")]
     assert len(version_dirs) == 1
-    assert processes_mentioning(str(version_dirs[0]))  # tritonserver runs on the published version
+    served = first_run.root / ".served" / "default" / "digits"  # the published version's files, linked
+    assert (served / "digits" / "1").resolve() == version_dirs[0] / "digits" / "1"
+    assert processes_mentioning(str(served))  # tritonserver runs on it
     started = time.monotonic()
     err = first_run.stop_and_stderr(signal.SIGTERM)
     assert first_run.process.returncode == 0, err
     assert time.monotonic() - started < 30
     assert "SIGTERM: stopping Triton" in err
-    assert processes_mentioning(str(version_dirs[0])) == []
+    assert processes_mentioning(str(served)) == []
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("0.0.0.0", first_run.http))  # nothing listens on the port any more

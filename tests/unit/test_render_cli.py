@@ -111,3 +111,23 @@ def test_render_renders_each_service_of_a_file_or_nothing(tmp_path: Path) -> Non
     job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["namespace"] == "team-b")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == \
         ["--source-root", "/sources", "--model-dir", "/sources/models/second"]
+
+
+def test_render_prints_the_config_pbtxt_of_each_model_it_would_serve(tmp_path: Path) -> None:
+    from lms_operator.modelrepo.config import parse_config
+
+    manifest = yaml.safe_load((EXAMPLES / "minilm-cpu.yaml").read_text())
+    manifest["spec"]["serving"].update(instances=2, config={"response_cache": {"enable": True}})
+    spec = tmp_path / "minilm.yaml"
+    spec.write_text(yaml.safe_dump(manifest))
+    done = lms("render", "--model-configs", str(spec))
+    assert done.returncode == 0, done.stderr
+    sections = done.stdout.split("# default/minilm: ")[1:]
+    assert [s.split("\n", 1)[0] for s in sections] == [
+        "minilm/config.pbtxt", "minilm-tokenizer/config.pbtxt", "minilm-text/config.pbtxt"]
+    main = parse_config(sections[0].split("\n", 1)[1])
+    assert main.instance_group[0].count == 2 and main.response_cache.enable and main.model_warmup
+    manifest["spec"]["serving"]["template"] = "no-such-template"
+    spec.write_text(yaml.safe_dump(manifest))
+    refused = lms("render", "--model-configs", str(spec))
+    assert refused.returncode == 2 and "no serving template named 'no-such-template'" in refused.stderr

@@ -125,6 +125,8 @@ MERGE_ORDER: list[tuple[str, str, dict[str, Any], Callable[[pb.ModelConfig], Any
     ("the model's inputs over the template's", 'input { name: "wrong" data_type: TYPE_FP32 dims: 1 }', {},
      lambda c: [i.name for i in c.input], ["input_ids", "attention_mask"]),
     ("the template's own parameter stays", "", {}, lambda c: c.parameters["inter_op_thread_count"].string_value, "1"),
+    ("an empty override removes the template's warm-up", "", {"config": {"model_warmup": []}},
+     lambda c: list(c.model_warmup), []),
     ("warm-up filled with the model's inputs", "", {"sequenceLength": 64},
      lambda c: [(n, list(i.dims), i.zero_data) for n, i in sorted(c.model_warmup[0].inputs.items())],
      [("attention_mask", [64], True), ("input_ids", [64], True)]),
@@ -182,3 +184,14 @@ def test_an_unknown_template_name_fails_the_resource_as_a_spec_problem() -> None
     manifest["spec"]["serving"]["template"] = "onnx-tpu"
     with pytest.raises(SpecError, match=r"spec.serving.template: no serving template named 'onnx-tpu' \(there are: "):
         template_checked_version(parse_spec(manifest), BuildSettings())
+
+
+def test_a_response_cache_in_the_model_config_turns_on_the_servers_cache() -> None:
+    from lms_operator.resources.server import RESPONSE_CACHE_BYTES, triton_args
+    from lms_operator.resources.settings import BuildSettings
+
+    manifest = load_example("minilm-cpu.yaml")
+    plain = triton_args(parse_spec(manifest), "k", BuildSettings())
+    assert not any(a.startswith("--cache-config") for a in plain)
+    manifest["spec"]["serving"]["config"] = {"response_cache": {"enable": True}}
+    assert f"--cache-config=local,size={RESPONSE_CACHE_BYTES}" in triton_args(parse_spec(manifest), "k", BuildSettings())

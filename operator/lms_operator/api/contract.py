@@ -136,13 +136,15 @@ class CompressionSummary:
     """What the variant search optimised among the passing variants: latency or size."""
     variants: str | None = None
     """Every candidate in one short line (size, speed, score; the published one starred)."""
+    threads: int | None = None
+    """Threads the candidates were timed with (the serving threads may differ)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSummary:
         """Tolerant read: unknown keys are ignored, mistyped values become None."""
         known = {f.name for f in fields(cls)} - {"latency_ms", "quality"}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        for name in ("original_bytes", "compressed_bytes", "format_version"):
+        for name in ("original_bytes", "compressed_bytes", "format_version", "threads"):
             values[name] = _int(values.get(name))
         for name in ("size_ratio", "speedup", "speedup_median"):
             values[name] = _num(values.get(name))
@@ -213,6 +215,7 @@ class CompressionSummary:
             "note": self.note,
             "objective": self.objective,
             "variants": self.variants,
+            "threads": self.threads,
         }
         return {k: v for k, v in out.items() if v is not None}
 

@@ -383,8 +383,15 @@ STATUS = obj({
         "objective": string("What the variant search optimised: latency or size.", max_length=16),
         "variants": string("Every candidate the search built: size, speed, score; the published one starred.",
                            max_length=4096),
+        "threads": integer("Threads the variant search timed the candidates with.", minimum=0),
     }),
     "endpoint": obj({"http": string(max_length=512), "grpc": string(max_length=512)}),
+    "servingConfig": obj({
+        "template": string("Serving template the model's config.pbtxt starts from.", max_length=63),
+        "templateDigest": string("sha256 of that template's text.", max_length=64),
+        "digest": string("Digest of everything the served configs are built from (templates, spec.serving.config, "
+                         "batch size, instances, threads); also on the Triton pods.", max_length=64),
+    }, "How the current spec serves the model; a change rolls the Triton pods, not the version."),
     "replicas": integer(minimum=0),
     "readyReplicas": integer(minimum=0),
 })

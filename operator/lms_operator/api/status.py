@@ -139,6 +139,8 @@ class Observation:
     """Which autoscaler is in charge, and why it is not the one the spec asks for."""
     scales_to_zero: bool = False
     """The autoscaler may scale the Deployment to zero (KEDA with minReplicas 0)."""
+    serving_config: dict[str, str] | None = None
+    """status.servingConfig: the template (name, digest) and the digest of everything the served configs are built from."""
 
 
 def scaled_to_zero(obs: Observation) -> bool:
@@ -168,6 +170,8 @@ def derive_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[
         status["readyReplicas"] = serving.ready_replicas
         if obs.endpoint:
             status["endpoint"] = obs.endpoint
+    if obs.serving_config:
+        status["servingConfig"] = obs.serving_config
     block = compression_block(obs.compression, obs.desired_version, previous.get("compression"))
     if block is not None:
         status["compression"] = block
@@ -275,7 +279,7 @@ def phase_and_readiness(obs: Observation, served: str | None, previous_phase: st
 def status_patch(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A merge patch turning previous into new for the fields we own (removed fields become None)."""
     owned = ("phase", "message", "observedGeneration", "modelVersion", "desiredVersion", "conditions",
-             "endpoint", "replicas", "readyReplicas", "compression")
+             "endpoint", "replicas", "readyReplicas", "compression", "servingConfig")
     patch: dict[str, Any] = {}
     for key in owned:
         if key in new:

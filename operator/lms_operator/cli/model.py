@@ -17,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--keda", action="store_true",
                         help="render as on a cluster that serves KEDA (a ScaledObject for Triton metrics; "
                              "without it the operator falls back to an HPA on CPU)")
+    render.add_argument("--model-configs", action="store_true",
+                        help="print the config.pbtxt of each model each resource would serve (serving templates, "
+                             "spec.serving.config and the spec merged; -1 where only the exported model knows a "
+                             "dimension) instead of the objects")
     render.set_defaults(func=run_render)
 
     validate = subparsers.add_parser("validate", help="check LargeModelService files; one line per problem",
@@ -71,11 +75,29 @@ def run_render(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, image=args.image)
     if args.keda:
         settings = dataclasses.replace(settings, keda=True)
+    if args.model_configs:
+        return _print_model_configs([lms for _, lms in verdict.services], settings)
     objects = [obj for _, lms in verdict.services for obj in all_objects(lms, settings)]
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2, sort_keys=True))
     else:
         print(yaml.safe_dump_all(objects, sort_keys=True, width=120), end="")
+    return 0
+
+
+def _print_model_configs(services: list, settings) -> int:  # type: ignore[no-untyped-def, type-arg]
+    from lms_operator.modelrepo.assemble import preview_configs
+    from lms_operator.modelrepo.config import render_config
+    from lms_operator.modelrepo.templates import TemplateError
+
+    for lms in services:
+        try:
+            configs = preview_configs(lms, settings.templates)
+        except TemplateError as error:
+            print(f"error: {lms.namespace}/{lms.name}: {error}", file=sys.stderr)
+            return 2
+        for config in configs:
+            print(f"# {lms.namespace}/{lms.name}: {config.name}/config.pbtxt\n{render_config(config)}")
     return 0
 
 

@@ -352,7 +352,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     chosen = search.select(candidates, objective)
     base = CompressionSummary(version=key, model=lms.name, path=rel, original_bytes=original_bytes,
                               format_version=FORMAT_VERSION, source_revision=src.meta.get("revision"),
-                              objective=objective,
+                              objective=objective, threads=ev.thread_limit() or os.cpu_count(),
                               variants=search.summary_line(candidates, original_bytes, baseline_ms, chosen))
     if chosen is None:
         best = search.best_failed(candidates)

@@ -95,3 +95,14 @@ def assemble_repository(version: Path, out: Path, lms: LargeModelService, templa
 def default_version_key(lms: LargeModelService) -> str:
     """The version key with the package's own templates: what `lms compress` computes without --templates-json."""
     return version_key(lms, template_digests(job_templates(lms, None)))
+
+
+def preview_configs(lms: LargeModelService, templates: Mapping[str, Template]) -> list[pb.ModelConfig]:
+    """The configs a resource would be served with, before any compression: the inputs and outputs
+    are the task's, with -1 where only the exported model knows a dimension."""
+    text = lms.spec.model.task in TEXT_TASKS
+    inputs = ([TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])] if text
+              else [TensorSpec("input", "TYPE_FP32", [-1])])
+    output = TensorSpec("embedding" if lms.spec.model.task == "feature-extraction" else "logits", "TYPE_FP32", [-1])
+    return served_configs(lms.name, lms.spec.model.task, inputs, [output], lms.spec.serving,
+                          resource_templates(templates, lms), text)

@@ -12,7 +12,6 @@ from typing import Sequence
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from lms_operator.api.model_config import parse_override
 from lms_operator.api.spec import ServingSpec
 from lms_operator.modelrepo.templates import load_templates, overlay
 
@@ -64,7 +63,7 @@ def build_model_config(model_name: str, inputs: Sequence[TensorSpec], outputs: S
     inputs, outputs)."""
     if template is None:
         template = load_templates()[serving.template_name].config()
-    config = overlay(template, parse_override(serving.config))
+    config = overlay(template, serving.config)
     config.name = model_name
     config.max_batch_size = serving.max_batch_size
     set_io(config, inputs, outputs)

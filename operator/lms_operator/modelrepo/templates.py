@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from lms_operator.api.spec import ServingSpec
+from lms_operator.api.model_config import parse_override
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUFFIX = ".pbtxt"
@@ -68,13 +68,6 @@ def load_templates(folder: str | Path | None = None) -> dict[str, Template]:
     return templates
 
 
-def used_template_names(serving: ServingSpec, task: str) -> tuple[str, ...]:
-    """The templates a resource's published models are built from."""
-    from lms_operator.modelrepo.text import TEXT_TASKS
-
-    return (serving.template_name, *(TEXT_TEMPLATES if task in TEXT_TASKS else ()))
-
-
 def pick(templates: Mapping[str, Template], names: tuple[str, ...]) -> dict[str, Template]:
     """Only the named templates; a name with no template is refused with the ones there are."""
     missing = [name for name in names if name not in templates]
@@ -84,12 +77,15 @@ def pick(templates: Mapping[str, Template], names: tuple[str, ...]) -> dict[str,
     return {name: templates[name] for name in names}
 
 
-def overlay(base: pb.ModelConfig, override: pb.ModelConfig | None) -> pb.ModelConfig:
-    """`base` with every top-level field that `override` sets replaced by the override's."""
+def overlay(base: pb.ModelConfig, override: Mapping[str, Any] | None) -> pb.ModelConfig:
+    """`base` with every top-level field that `override` (spec.serving.config, already validated)
+    names replaced by the override's value; an empty value (`model_warmup: []`) removes the field."""
     merged = pb.ModelConfig()
     merged.CopyFrom(base)
-    if override is not None:
-        for field, _ in override.ListFields():
-            merged.ClearField(field.name)
-        merged.MergeFrom(override)
+    if override:
+        for name in override:
+            merged.ClearField(name)
+        parsed = parse_override(dict(override))
+        if parsed is not None:
+            merged.MergeFrom(parsed)
     return merged

@@ -25,7 +25,7 @@ from lms_operator.reconcile.repository import claim_condition
 from lms_operator.reconcile.serving import autoscaling_notes, autoscaling_status, ensure_serving, read_serving
 from lms_operator.resources import meta
 from lms_operator.resources.render import desired_version
-from lms_operator.resources.server import endpoints
+from lms_operator.resources.server import endpoints, serving_config_status
 from lms_operator.resources.settings import BuildSettings
 
 SPEC_CACHE_SIZE = 10_000
@@ -119,7 +119,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
 
     owner = meta.owner_reference(schema.API_VERSION, schema.KIND, lms.name, metadata["uid"])
     obs = st.Observation(generation=generation, desired_version=key, previous_version=previous.get("modelVersion"),
-                         endpoint=endpoints(lms))
+                         endpoint=endpoints(lms), serving_config=serving_config_status(lms, ctx.settings))
     obs.autoscaling, obs.scales_to_zero = autoscaling_status(lms, ctx.settings)
     events += _notes_to_events(autoscaling_notes(previous, obs.autoscaling))
     claim = lms.spec.repository.pvc

@@ -6,6 +6,7 @@ from typing import Any
 from lms_operator.api.spec import LargeModelService, Toleration
 from lms_operator.api.version import serving_digest
 from lms_operator.modelrepo.assemble import resource_templates, template_digests, templates_json
+from lms_operator.modelrepo.templates import overlay
 from lms_operator.modelrepo.layout import relative_version_path
 from lms_operator.resources import meta
 from lms_operator.resources.meta import spec_json
@@ -23,6 +24,8 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 EXIT_TIMEOUT_SECONDS = 10
 """Triton's --exit-timeout-secs: after SIGTERM it finishes in-flight requests for at most this long."""
 MIN_GRACE_SECONDS = 30
+RESPONSE_CACHE_BYTES = 128 << 20
+"""Size of Triton's local response cache, from the pod's memory (resources.memory must leave room)."""
 SERVING_VOLUME = "serving-repository"
 SERVING_REPOSITORY = "/serving"
 """The model repository Triton reads on a claim: the version's files linked, configs built at pod start."""
@@ -49,7 +52,15 @@ def triton_args(lms: LargeModelService, key: str, settings: BuildSettings) -> li
         repository = SERVING_REPOSITORY
     return [f"--model-repository={repository}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
             f"--metrics-port={METRICS_PORT}", "--strict-readiness=true", f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
-            "--log-verbose=0"]
+            "--log-verbose=0", *response_cache_args(lms, settings)]
+
+
+def response_cache_args(lms: LargeModelService, settings: BuildSettings) -> list[str]:
+    """Triton's local response cache, when the model's template or spec.serving.config enables it
+    (a model's response_cache alone does nothing without the server's cache)."""
+    template = resource_templates(settings.templates, lms)[lms.spec.serving.template_name].config()
+    enabled = overlay(template, lms.spec.serving.config).response_cache.enable
+    return [f"--cache-config=local,size={RESPONSE_CACHE_BYTES}"] if enabled else []
 
 
 def model_config_container(lms: LargeModelService, key: str, settings: BuildSettings,
@@ -72,6 +83,13 @@ def model_config_container(lms: LargeModelService, key: str, settings: BuildSett
 
 def serving_config_digest(lms: LargeModelService, settings: BuildSettings) -> str:
     return serving_digest(lms, template_digests(resource_templates(settings.templates, lms)))
+
+
+def serving_config_status(lms: LargeModelService, settings: BuildSettings) -> dict[str, str]:
+    """status.servingConfig: the model's template (name, digest) and the served configs' digest."""
+    name = lms.spec.serving.template_name
+    return {"template": name, "templateDigest": settings.templates[name].digest,
+            "digest": serving_config_digest(lms, settings)}
 
 
 def s3_version_repository(lms: LargeModelService, key: str) -> str:

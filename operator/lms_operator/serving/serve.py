@@ -13,6 +13,8 @@ from typing import Any
 from lms_operator.modelrepo.layout import MODEL_VERSION, TOKENIZER_DIR, version_dir
 
 SAMPLE_TEXT = "A fast, small model on Kubernetes."
+SERVED_DIR = ".served"
+"""ROOT/.served/<namespace>/<name>: the repository `lms serve` starts Triton on."""
 
 
 class Stopped(Exception):
@@ -119,7 +121,8 @@ def serve(spec: str, root: Path, http_port: int, grpc_port: int, metrics_port: i
     state = "cache hit" if summary.get("cache_hit") else "published"
     print(f"lms serve: version {summary['version']} {state} ({summary.get('variant')}, "
           f"quality {summary.get('quality', {}).get('score')}) at {version}", file=sys.stderr)
-    server = TritonProcess(server_args(version, http_port, grpc_port, metrics_port), log_path=log_path)
+    served = assemble(lms, version, root)
+    server = TritonProcess(server_args(served, http_port, grpc_port, metrics_port), log_path=log_path)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
@@ -143,6 +146,17 @@ def serve(spec: str, root: Path, http_port: int, grpc_port: int, metrics_port: i
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def assemble(lms: Any, version: Path, root: Path) -> Path:
+    """The repository Triton serves, as the operator's Triton pods get it: the version's files linked,
+    each config.pbtxt built from the package's templates and the spec of now (so a serving change
+    is served without recompressing, also on a cache hit)."""
+    from lms_operator.modelrepo.assemble import assemble_repository, job_templates
+
+    served = root / SERVED_DIR / lms.namespace / lms.name
+    assemble_repository(version, served, lms, job_templates(lms, None))
+    return served
 
 
 def _compress(lms: Any, root: Path, spec_dir: Path, model_dir: Path | None) -> dict[str, Any] | int:

@@ -142,12 +142,14 @@ def local_command(triton_args: list[str]) -> tuple[list[str], dict[str, str]]:
     """argv and environment to run tritonserver locally with the given Triton flags.
 
     Accepts the exact flags of the Triton Deployment; `--backend-directory` is set to the
-    local backends (replacing any given one).
+    local backends (replacing any given one), and `--cache-directory` to the wheel's caches.
     """
     if not triton_args or triton_args[0].endswith("tritonserver"):
         triton_args = triton_args[1:]
     backends = prepare_backends()
     argv = [str(tritonserver_binary()), *_without_flag(list(triton_args), "--backend-directory"), f"--backend-directory={backends}"]
+    if any(arg.startswith("--cache-config") for arg in argv):  # the wheel's own response cache library
+        argv = [*_without_flag(argv, "--cache-directory"), f"--cache-directory={pytriton_root() / 'tritonserver' / 'caches'}"]
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs_dir()), env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
