@@ -79,6 +79,26 @@ def torch_scores(ref: Any, out: Any) -> dict[str, float]:
     return {"cosine": round(ev.mean_cosine(ref, out), 4), "similarity": round(ev.similarity(ref, out), 4)}
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+"""The instruction sets int8 speed and correctness depend on (without VNNI, u8 x s8 products saturate)."""
+
+
+def cpu_model_and_flags() -> dict[str, Any]:
+    """The CPU's model name and which of CPU_FLAGS it has (Linux /proc/cpuinfo)."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags]}
+
+
 def machine(threads: int | str) -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
-            "processor": platform.processor(), "load_before": os.getloadavg()}
+            "processor": platform.processor(), **cpu_model_and_flags(), "load_before": os.getloadavg()}

@@ -8,10 +8,12 @@ authorised by the chart's rules alone, so a missing permission fails this test.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from lms_harness.operator import OperatorExited, OperatorProcess
 from lms_harness.ports import free_port
 
 from .conftest import Cluster, K8s, Kubectl, to_json, wait_for
-from .operator_fixtures import CLAIM, condition, lms_status, repository_claim, wait_phase
+from .operator_fixtures import CLAIM, condition, lms_status, repository_claim, server_http, wait_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -162,10 +164,22 @@ def test_operator_reconciles_under_exactly_the_charts_rbac(cluster: Cluster, k8s
     assert container.command == ["lms"] and f"--namespace={ns}" in container.args
     # The chart's command line, with local ports (several operators may share this machine) and the
     # pod runner's claim folders as the repository root.
-    args = [a for a in container.args if not a.startswith(("--metrics-port=", "--liveness-port="))]
+    # A cluster admin's serving template, given as a chart value: the operator reads the chart's
+    # ConfigMap (here written out as the kubelet would mount it) and every new Triton loads it.
+    mine = tmp_path / "my-onnx-cpu.pbtxt"
+    mine.write_text((ROOT / "model-repo-templates" / "onnx-cpu.pbtxt").read_text().replace(
+        'model_warmup { name: "warmup" batch_size: 1 count: 1 }', 'model_warmup { name: "chart" batch_size: 1 count: 2 }'))
+    helm(cluster, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
+         "--set-file", f"modelRepoTemplates.onnx-cpu={mine}", "--wait", "--timeout", "120s")
+    templates = tmp_path / "model-repo-templates"
+    templates.mkdir()
+    for key, text in k8s.core.read_namespaced_config_map(f"{release.name}-model-repo-templates", release.namespace).data.items():
+        (templates / key).write_text(text)
+    args = [a for a in container.args if not a.startswith(("--metrics-port=", "--liveness-port=", "--templates-dir="))]
+    assert "--templates-dir=/etc/lms/model-repo-templates" in container.args
     liveness = free_port()
     args += [f"--metrics-port={free_port()}", f"--liveness-port={liveness}", "--resync-seconds=20",
-             f"--repository-root={cluster.state_dir / 'pvc'}"]
+             f"--repository-root={cluster.state_dir / 'pvc'}", f"--templates-dir={templates}"]
     kubeconfig = sa_kubeconfig(cluster, k8s, release, tmp_path / "operator.kubeconfig")
     log_path = tmp_path / "operator.log"
     extra_env = {e.name: e.value for e in container.env or [] if e.name.startswith("LMS_COMPRESSION_")}
@@ -180,6 +194,9 @@ def test_operator_reconciles_under_exactly_the_charts_rbac(cluster: Cluster, k8s
         assert status["phase"] == "Ready", status.get("message")
         assert condition(status, "QualityGatePassed")["status"] == "True"
         assert len(status.get("compression", {}).get("sha256", "")) == 64
+        with urllib.request.urlopen(f"http://{server_http(k8s, ns, 'digits')}/v2/models/digits/config", timeout=10) as got:
+            loaded = json.loads(got.read())
+        assert [(w["name"], w["count"]) for w in loaded["model_warmup"]] == [("chart", 2)], loaded.get("model_warmup")
         log_text = log_path.read_text(errors="replace")
         assert "Forbidden" not in log_text and " 403" not in log_text, log_text[-3000:]
     except BaseException:

@@ -98,3 +98,27 @@ def test_serving_config_loads_on_triton_and_an_instances_change_rolls_out_withou
     assert template.metadata.annotations[SERVING_CONFIG] == status["servingConfig"]["digest"]
     assert len(jobs(k8s, namespace, "digits")) == 1, "no compression Job for a serving change"
     assert triton_config(http, "digits")["response_cache"] == {"enable": True}
+
+
+ADMISSION = [
+    ({"model_warmpu": []}, "model_warmpu"),
+    ({"input": [{"name": "x"}]}, "input is set by the operator"),
+    ({"backend": "openvino"}, "backend is set by the operator"),
+    ({"instance_group": [{"kind": "KIND_XPU"}]}, "KIND_XPU"),
+    ({"response_cache": {"enable": "yes"}}, "response_cache.enable"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), ADMISSION, ids=[m for _, m in ADMISSION])
+def test_the_api_server_refuses_a_bad_serving_config_naming_the_field(
+        kubectl: Kubectl, namespace: str, operator_crds: None, digits_teacher: Path, override: dict[str, Any],
+        message: str) -> None:
+    manifest = digits("digits", digits_teacher)
+    manifest["spec"]["serving"]["config"] = override
+    done = kubectl("create", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-",
+                   input=json.dumps(manifest), check=False)
+    assert done.returncode != 0 and "spec.serving.config" in done.stderr and message in done.stderr, done.stderr
+    manifest["spec"]["serving"]["config"] = OVERRIDE
+    admitted = kubectl("create", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-",
+                       input=json.dumps(manifest), check=False)
+    assert admitted.returncode == 0, admitted.stderr

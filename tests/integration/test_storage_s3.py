@@ -258,7 +258,8 @@ def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
     from lms_operator.compression import remote
     from lms_operator.modelrepo.layout import version_dir
 
-    def compress(lms: Any, root: Path, spec_dir: Any, model_dir: Any, requested: str | None) -> CompressionSummary:
+    def compress(lms: Any, root: Path, spec_dir: Any, model_dir: Any, requested: str | None,
+                 templates: Any = None) -> CompressionSummary:
         assert requested is not None
         calls.append(requested)
         folder = version_dir(root, lms.namespace, lms.name, requested)
@@ -266,7 +267,7 @@ def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
         return CompressionSummary(version=requested, model=lms.name, variant="int8-per-channel", sha256="0" * 64)
 
     monkeypatch.setattr(remote, "compress", compress)
-    monkeypatch.setattr(remote, "check_requested_key", lambda lms, requested: requested)
+    monkeypatch.setattr(remote, "check_requested_key", lambda lms, requested, templates: requested)
 
 
 def test_job_flow_publishes_hits_the_cache_and_keeps_three_versions_and_the_serving_one(
@@ -297,3 +298,54 @@ def test_job_flow_publishes_hits_the_cache_and_keeps_three_versions_and_the_serv
     time.sleep(1.1)
     compress_to(lms, "s3://lms/jobs", None, None, "v6", ["v2"])
     assert sorted(published_versions(cli, resource)) == ["v2", "v4", "v5", "v6"]
+
+
+def test_a_serving_change_on_s3_copies_the_compressed_model_with_new_configs(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton reads config.pbtxt from the bucket, so instances 1 -> 2 is a new version there; its
+    Job copies the model of the version it shares the artifact with and compresses nothing."""
+    from lms_operator.api.contract import CompressionSummary
+    from lms_operator.api.spec import parse_spec
+    from lms_operator.api.version import artifact_key
+    from lms_operator.compression import remote
+    from lms_operator.modelrepo.assemble import default_version_key
+    from lms_operator.modelrepo.config import parse_config
+    from lms_operator.modelrepo.layout import version_dir
+
+    calls: list[str] = []
+
+    def compress(lms: Any, root: Path, spec_dir: Any, model_dir: Any, requested: str | None,
+                 templates: Any = None) -> CompressionSummary:
+        assert requested is not None
+        calls.append(requested)
+        tiny_version(version_dir(root, lms.namespace, lms.name, requested).parent, requested)
+        return CompressionSummary(version=requested, model=lms.name, variant="int8-per-channel", sha256="0" * 64,
+                                  artifact=artifact_key(lms))
+
+    monkeypatch.setattr(remote, "compress", compress)
+    manifest = {"apiVersion": "serving.lms.dev/v1alpha1", "kind": "LargeModelService",
+                "metadata": {"name": MODEL, "namespace": "ns"},
+                "spec": {"model": {"uri": "s3://models/tiny/model.onnx", "format": "onnx", "task": "tabular-classification"},
+                         "compression": {"qualityGate": {"metric": "agreement"}},
+                         "serving": {"resources": {"cpu": "1", "memory": "1Gi"}, "maxBatchSize": 8},
+                         "repository": {"uri": "s3://lms/reuse"}}}
+    first = parse_spec(manifest)
+    k1 = default_version_key(first)
+    one = remote.compress_to(first, "s3://lms/reuse", None, None, k1)
+    manifest["spec"]["serving"]["instances"] = 2
+    second = parse_spec(manifest)
+    k2 = default_version_key(second)
+    assert k2 != k1 and artifact_key(second) == artifact_key(first)
+    two = remote.compress_to(second, "s3://lms/reuse", None, None, k2)
+    assert calls == [k1], "nothing compressed for the serving change"
+    assert two.version == k2 and two.artifact == one.artifact and not two.cache_hit
+    old, new = (S3Location("lms", f"reuse/ns/{MODEL}/{key}") for key in (k1, k2))
+    assert counted_version(cli, new, k2)[0] is not None
+    configs = [parse_config((s3.get_bytes(cli, "lms", loc.child(MODEL, "config.pbtxt").key) or b"").decode())
+               for loc in (old, new)]
+    assert [c.instance_group[0].count for c in configs] == [1, 2]
+    assert s3.object_sha256(cli, "lms", new.child(MODEL, "1", "model.onnx").key) == \
+        s3.object_sha256(cli, "lms", old.child(MODEL, "1", "model.onnx").key)
+    manifest["spec"]["compression"]["qualityGate"]["min"] = 0.5  # the artifact changes: compressed again
+    third = parse_spec(manifest)
+    remote.compress_to(third, "s3://lms/reuse", None, None, default_version_key(third))
+    assert len(calls) == 2

@@ -138,6 +138,8 @@ class CompressionSummary:
     """Every candidate in one short line (size, speed, score; the published one starred)."""
     threads: int | None = None
     """Threads the candidates were timed with (the serving threads may differ)."""
+    artifact: str | None = None
+    """api.version.artifact_key: versions with the same one hold the same compressed model."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSummary:
@@ -148,7 +150,7 @@ class CompressionSummary:
             values[name] = _int(values.get(name))
         for name in ("size_ratio", "speedup", "speedup_median"):
             values[name] = _num(values.get(name))
-        for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error",
+        for name in ("version", "model", "path", "variant", "sha256", "source_revision", "requested_version", "error", "artifact",
                      "reason", "note", "objective", "variants"):
             values[name] = values[name] if isinstance(values.get(name), str) else None
         values["cache_hit"] = data.get("cache_hit") is True

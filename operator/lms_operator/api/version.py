@@ -40,6 +40,11 @@ def artifact_inputs(lms: LargeModelService) -> dict[str, Any]:
     }
 
 
+def artifact_key(lms: LargeModelService) -> str:
+    """The compressed artifact alone: versions that share it differ only in how they are served."""
+    return _digest(artifact_inputs(lms))
+
+
 def serving_inputs(lms: LargeModelService, template_digests: Mapping[str, str]) -> dict[str, Any]:
     """What shapes the served config.pbtxt files: the templates' contents and the spec's serving fields."""
     serving = lms.raw_spec["serving"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from lms_operator.api.contract import FORMAT_VERSION, CompressionSummary, Latency, Quality
 from lms_operator.api.spec import LargeModelService
-from lms_operator.api.version import version_key
+from lms_operator.api.version import artifact_key, version_key
 from lms_operator.compression import evaluate as ev
 from lms_operator.compression import search
 from lms_operator.compression.digest import file_sha256
@@ -352,7 +352,7 @@ def _compress_in(lms: LargeModelService, src: SourceModel, work: Workload, tmp: 
     chosen = search.select(candidates, objective)
     base = CompressionSummary(version=key, model=lms.name, path=rel, original_bytes=original_bytes,
                               format_version=FORMAT_VERSION, source_revision=src.meta.get("revision"),
-                              objective=objective, threads=ev.thread_limit() or os.cpu_count(),
+                              objective=objective, threads=ev.thread_limit() or os.cpu_count(), artifact=artifact_key(lms),
                               variants=search.summary_line(candidates, original_bytes, baseline_ms, chosen))
     if chosen is None:
         best = search.best_failed(candidates)

@@ -72,13 +72,24 @@ def _tensors(tensors: Sequence[pb.ModelInput] | Sequence[pb.ModelOutput]) -> lis
     return [TensorSpec(t.name, pb.DataType.Name(t.data_type), list(t.dims)) for t in tensors]
 
 
+def configs_for(version: Path, lms: LargeModelService, templates: Mapping[str, Template]) -> list[pb.ModelConfig]:
+    """The served configs of a published version's models, built from the templates and the spec of now."""
+    published = parse_config((version / lms.name / CONFIG_FILE).read_text())
+    text = (version / text_model_name(lms.name)).is_dir()
+    return served_configs(lms.name, lms.spec.model.task, _tensors(published.input), _tensors(published.output),
+                          lms.spec.serving, templates, text)
+
+
+def rewrite_configs(version: Path, lms: LargeModelService, templates: Mapping[str, Template]) -> None:
+    """Build every config.pbtxt of a copied version anew (another serving config, the same model)."""
+    for config in configs_for(version, lms, templates):
+        (version / config.name / CONFIG_FILE).write_text(render_config(config))
+
+
 def assemble_repository(version: Path, out: Path, lms: LargeModelService, templates: Mapping[str, Template]) -> list[str]:
     """Fill `out` (emptied first: an init container may run again) with a model folder per published
     model: its files linked from `version`, its config.pbtxt built now. Returns the model names."""
-    published = parse_config((version / lms.name / CONFIG_FILE).read_text())
-    text = (version / text_model_name(lms.name)).is_dir()
-    configs = served_configs(lms.name, lms.spec.model.task, _tensors(published.input), _tensors(published.output),
-                             lms.spec.serving, templates, text)
+    configs = configs_for(version, lms, templates)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
         shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
