@@ -6,7 +6,7 @@ the text models use, and the compression format version). How it is served (serv
 spec.serving.config, batch size, instances, threads) is laid over it in the Triton pod, so a
 serving change rolls out without a new compression Job. An s3:// repository is the exception:
 Triton reads its config.pbtxt straight from the bucket, so there the serving inputs are part of
-the key too. Same input, same key, so a version that is already published is a cache hit for
+the key too (and the Job copies the artifact of a version with the same `artifact_key`). Same input, same key, so a version that is already published is a cache hit for
 both `lms compress` and the operator. The package version is left out on purpose: an operator
 upgrade that keeps the format version recompresses nothing and rolls nothing out.
 """
