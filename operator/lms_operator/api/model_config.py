@@ -51,12 +51,19 @@ def message_schema(descriptor: Descriptor) -> dict[str, Any]:
     return {"type": "object", "properties": {field.name: _field(field) for field in descriptor.fields}}
 
 
+def _opaque(field: FieldDescriptor) -> dict[str, Any]:
+    """A field's type without its content's schema: enough for a CEL rule to see that it is set."""
+    item = ({"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+            if field.type == FieldDescriptor.TYPE_MESSAGE else _single(field))
+    return {"type": "array", "items": item, "maxItems": MAX_ITEMS} if field.is_repeated else item
+
+
 def override_schema(description: str) -> dict[str, Any]:
     """ModelConfig without the operator's fields: each of those is declared only to be refused by name."""
     schema = message_schema(pb.ModelConfig.DESCRIPTOR)
     rules = []
     for name in OPERATOR_OWNED:
-        schema["properties"][name] = {"x-kubernetes-preserve-unknown-fields": True}
+        schema["properties"][name] = _opaque(pb.ModelConfig.DESCRIPTOR.fields_by_name[name])
         rules.append({"rule": f"!has(self.{name})", "fieldPath": f".{name}",
                       "message": f"{name} is set by the operator (from the model, the template or the spec's own "
                                  "fields), not by an override"})

@@ -129,7 +129,7 @@ def _check_object(schema: Schema, value: dict[str, Any], path: str) -> list[Prob
             problems += _check(properties[key], item, f"{path}.{key}")
         elif isinstance(extra, dict):
             problems += _check(extra, item, f"{path}.{key}")
-        else:
+        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
             known = ", ".join(sorted(properties or {}))
             problems.append(Problem(f"{path}.{key}", f"unknown field (known fields: {known})"))
     return problems
