@@ -18,7 +18,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from lms_operator.api.spec import LargeModelService, ServingSpec
 from lms_operator.api.version import version_key
 from lms_operator.modelrepo.config import TensorSpec, build_model_config, parse_config, render_config
-from lms_operator.modelrepo.templates import TEXT_TEMPLATES, Template, TemplateError, load_templates, pick
+from lms_operator.modelrepo.templates import TEXT_TEMPLATES, Template, TemplateError, checked, load_templates, pick
 from lms_operator.modelrepo.text import TEXT_TASKS, text_configs, text_model_name
 
 CONFIG_FILE = "config.pbtxt"
@@ -54,10 +54,7 @@ def templates_from_json(text: str) -> dict[str, Template]:
         raise TemplateError(f"--templates-json: not valid JSON: {exc.msg}") from None
     if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
         raise TemplateError("--templates-json: must be an object of template name -> config.pbtxt text")
-    templates = {name: Template(name, body) for name, body in texts.items()}
-    for template in templates.values():
-        template.config()
-    return templates
+    return checked(texts)
 
 
 def served_configs(model_name: str, task: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],

@@ -62,6 +62,11 @@ def load_templates(folder: str | Path | None = None) -> dict[str, Template]:
     texts = read_folder(PACKAGE_TEMPLATES)
     if folder is not None:
         texts |= read_folder(Path(folder))
+    return checked(texts)
+
+
+def checked(texts: Mapping[str, str]) -> dict[str, Template]:
+    """Templates from name -> text, each parsed once here so a bad one is refused before use."""
     templates = {name: Template(name, text) for name, text in texts.items()}
     for template in templates.values():
         template.config()
