@@ -6,8 +6,8 @@ from typing import Any
 from lms_operator.api.spec import LargeModelService, Toleration
 from lms_operator.api.version import serving_digest
 from lms_operator.modelrepo.assemble import resource_templates, template_digests, templates_json
-from lms_operator.modelrepo.templates import overlay
 from lms_operator.modelrepo.layout import relative_version_path
+from lms_operator.modelrepo.templates import overlay
 from lms_operator.resources import meta
 from lms_operator.resources.meta import spec_json
 from lms_operator.resources.credentials import triton_env
@@ -154,7 +154,7 @@ def build_deployment(lms: LargeModelService, key: str, settings: BuildSettings,
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         **_lifecycle(lms),
-        "volumeMounts": repo_mounts + scratch_mounts,
+        "volumeMounts": repo_mounts + [{**m, "readOnly": True} if m["name"] == SERVING_VOLUME else m for m in scratch_mounts],
         "securityContext": container_security_context(),
     }
     if env := triton_env(lms, settings):  # credentials by reference; the operator never reads them
