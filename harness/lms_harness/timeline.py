@@ -24,6 +24,7 @@ class Sample:
     ready: int                    # Deployment status.readyReplicas
     desired: int | None           # the HPA's status.desiredReplicas (None: no HPA yet)
     queue_us: float | None        # mean queue time per request over the window (None: no series)
+    hpa_metric: float | None = None  # the HPA's current reading of its first metric (None: none yet)
 
 
 @dataclass
@@ -49,15 +50,15 @@ class Timeline:
     def sample(self) -> Sample:
         dep = self.apps.read_namespaced_deployment(self.deployment, self.namespace)
         try:
-            desired = self.autoscaling.read_namespaced_horizontal_pod_autoscaler(
-                self.hpa, self.namespace).status.desired_replicas
+            status = self.autoscaling.read_namespaced_horizontal_pod_autoscaler(self.hpa, self.namespace).status
         except Exception:  # noqa: BLE001 - no HPA (yet) reads as None
-            desired = None
+            status = None
         try:
             queue = prometheus_value(self.prometheus, self.query)
         except OSError:
             queue = None
-        return Sample(self.now(), int(dep.spec.replicas or 0), int(dep.status.ready_replicas or 0), desired, queue)
+        return Sample(self.now(), int(dep.spec.replicas or 0), int(dep.status.ready_replicas or 0),
+                      status.desired_replicas if status else None, queue, hpa_reading(status))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -81,9 +82,30 @@ class Timeline:
         """Time of the first sample at or after `after` that satisfies predicate(sample)."""
         return next((s.t for s in self.samples if s.t >= after and predicate(s)), None)
 
+    def describe(self, last: int = 20) -> str:
+        """The last samples, one line each, for a failure message that says where a chain stopped."""
+        lines = ["t s | replicas | ready | HPA desired | HPA reading | queue us (Prometheus)"]
+        lines += [f"{s.t:6.1f} | {s.replicas} | {s.ready} | {s.desired} | {s.hpa_metric} | "
+                  f"{None if s.queue_us is None else round(s.queue_us)}" for s in self.samples[-last:]]
+        return "\n".join(lines)
+
     def as_rows(self) -> list[dict[str, Any]]:
         return [{"t": round(s.t, 2), "replicas": s.replicas, "ready": s.ready, "desired": s.desired,
                  "queue_us": None if s.queue_us is None else round(s.queue_us, 1)} for s in self.samples]
+
+
+def hpa_reading(status: Any) -> float | None:
+    """The HPA's current reading of its first metric (an external metric's value or average
+    value, a resource's average value), None before the controller-manager has read it."""
+    from kubernetes.utils import parse_quantity
+
+    for metric in (status.current_metrics or []) if status is not None else []:
+        source = metric.external or metric.resource or metric.pods or metric.object
+        current = source.current if source is not None else None
+        quantity = current and (current.value or current.average_value)
+        if quantity is not None:
+            return float(parse_quantity(quantity))
+    return None
 
 
 class BackgroundLoad:

@@ -140,9 +140,29 @@ def test_timeline_first_and_p99_windows() -> None:
     assert timeline.first(lambda s: s.ready >= 2) == 3.0
     assert timeline.first(lambda s: s.ready >= 2, after=3.5) is None
     assert timeline.as_rows()[1] == {"t": 1.0, "replicas": 1, "ready": 1, "desired": 2, "queue_us": 50000.0}
+    assert timeline.describe(last=2).splitlines()[1:] == ["   2.0 | 2 | 1 | 2 | None | 60000", "   3.0 | 2 | 2 | 2 | None | 10000"]
 
     records = [RequestRecord(100.0 + i, 0.010 * (i + 1), True) for i in range(100)]
     records.append(RequestRecord(150.0, 99.0, False, "UNAVAILABLE"))    # failures never count as latency
     assert p99_ms(records, 100.0, 200.0) == pytest.approx(990.1, abs=0.5)
     assert p99_ms(records, 100.0, 110.0) == pytest.approx(99.1, abs=0.5)  # only requests started in the window
     assert p99_ms(records, 300.0, 400.0) is None
+
+
+def test_hpa_reading_is_the_first_metric_the_controller_manager_read() -> None:
+    from kubernetes import client
+
+    from lms_harness.timeline import hpa_reading
+
+    def status(*metrics: client.V2MetricStatus) -> client.V2HorizontalPodAutoscalerStatus:
+        return client.V2HorizontalPodAutoscalerStatus(desired_replicas=2, current_replicas=1, current_metrics=list(metrics))
+
+    def external(value: str | None = None, average: str | None = None) -> client.V2MetricStatus:
+        return client.V2MetricStatus(type="External", external=client.V2ExternalMetricStatus(
+            metric=client.V2MetricIdentifier(name="s0-prometheus"),
+            current=client.V2MetricValueStatus(value=value, average_value=average)))
+
+    assert hpa_reading(None) is None and hpa_reading(status()) is None
+    assert hpa_reading(status(external(value="35123m"))) == 35.123
+    assert hpa_reading(status(external(average="40k"), external(value="1"))) == 40000.0
+    assert hpa_reading(status(external(), external(value="7"))) == 7.0   # an unread metric is skipped

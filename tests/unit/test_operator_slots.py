@@ -3,7 +3,10 @@ backoff and requeues. Each test builds its own Controller (no process-wide state
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+import pytest
 
 from lms_operator.reconcile.run import Result
 from lms_operator.runtime.controller import PRIORITY, Controller, error_backoff, spec_unhandled
@@ -218,6 +221,27 @@ def test_a_deleted_resource_is_forgotten_with_its_requeue_backoff_and_phase() ->
     asyncio.run(scenario())
     assert controller.known == set() and controller.requeues == {} and controller.failures == {}
     assert controller.phases.phase_of == {} and RESOURCES.labels(phase="Compressing")._value.get() == 0
+
+
+def test_the_first_watch_event_starts_the_resync_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def reconcile(ctx: Any, body: dict[str, Any]) -> Result:
+        return Result("Ready", "serving")
+
+    controller = watched_controller(reconcile)
+    body = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "2", "generation": 1}}
+
+    async def scenario() -> None:
+        assert controller.resyncer is None
+        for version in ("2", "3"):
+            body["metadata"]["resourceVersion"] = version
+            await controller.resource_changed({"type": "MODIFIED", "object": body}, "ns", "m")
+        assert controller.resyncer is not None
+        controller.stop()
+
+    with caplog.at_level(logging.INFO, logger="lms_operator"):
+        asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records if "watch events" in r.getMessage()] == [
+        "watch events arriving; resync every 60 s"]
 
 
 def test_the_resync_spreads_its_passes_over_the_period() -> None:

@@ -103,6 +103,10 @@ class Controller:
         of its Event queue (a resync pass started from the start-up activity could not post its
         Events: LookupError on kopf's event_queue_loop_var)."""
         if self.resyncer is None:
+            # The one line a healthy operator logs after start-up: its watch delivers events (kopf
+            # logs a retried list or watch request, such as a 429 while the API server's cache
+            # initializes, but not the retry that succeeded).
+            log.info("watch events arriving; resync every %g s", self.resync_seconds)
             self.resyncer = asyncio.create_task(self.resync_forever(), name="lms resync")
         if self.keda_watcher is None:
             self.keda_watcher = asyncio.create_task(self.watch_keda_forever(), name="lms keda discovery")
