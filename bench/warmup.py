@@ -2,13 +2,14 @@
 
 The MiniLM CPU example is compressed once (`lms compress`, cached under ~/.cache/lms/bench-warmup)
 and served on a local Triton from the repository `lms assemble` builds, as the operator's Triton
-pods get it, in three modes: the `onnx-cpu` template's warm-up, none (`spec.serving.config:
-{model_warmup: []}`), and three warm-up requests instead of one. Each Triton start is a round;
+pods get it, in three modes: the `onnx-cpu` template's warm-up (one request), none
+(`spec.serving.config: {model_warmup: []}`), and three warm-up requests instead of one. Each Triton start is a round;
 the order of the modes alternates, so drifting load on a shared machine hits them alike. A
 request is one sentence, tokenised by the client, to the token-level model, over a connection
 the client opened (a readiness call) before the first one. Reported per mode: the first
-request's latency, the median of the next 20, their ratio (medians over the rounds), and the
-time from process start to ready.
+request's latency, the median of the next 20, their ratio (medians over the rounds), the same
+inside the server (from Triton's statistics, so the client's own first-call cost is left out),
+and the time from process start to ready.
 
 Writes bench/results/warmup.json (with the CPU's model and flags and the load before and after).
 
@@ -81,17 +82,28 @@ def one_round(lms: Any, version: Path, override: dict[str, Any] | None, work: Pa
         inputs = [triton.InferInput("input_ids", [1, length], "INT64"), triton.InferInput("attention_mask", [1, length], "INT64")]
         inputs[0].set_data_from_numpy(ids[:, :length])
         inputs[1].set_data_from_numpy(mask[:, :length])
-        times = []
+        times, server_ns = [], [success_ns(client, lms.name)]  # warm-up requests are counted before the first
         for _ in range(1 + FOLLOWING):
             t0 = time.perf_counter()
             client.infer(lms.name, inputs)
             times.append((time.perf_counter() - t0) * 1000)
+            server_ns.append(success_ns(client, lms.name))
         client.close()
     finally:
         server.stop()
     following = statistics.median(times[1:])
+    in_server = [(b - a) / 1e6 for a, b in zip(server_ns, server_ns[1:])]  # ms per request, from Triton's statistics
+    server_following = statistics.median(in_server[1:])
     return {"ready_s": round(ready, 3), "first_ms": round(times[0], 3), "next_median_ms": round(following, 3),
-            "first_over_median": round(times[0] / following, 3), "models": len(models)}
+            "first_over_median": round(times[0] / following, 3),
+            "server_first_ms": round(in_server[0], 3), "server_next_median_ms": round(server_following, 3),
+            "server_first_over_median": round(in_server[0] / server_following, 3), "models": len(models)}
+
+
+def success_ns(client: Any, model: str) -> int:
+    """Triton's cumulative time inside the server for the model's successful requests."""
+    stats = client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]
+    return int(stats["success"]["ns"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[mode].append(row)
                 print(f"round {index + 1} {mode:10s} {row}", flush=True)
     summary = {mode: {key: round(statistics.median(r[key] for r in rows), 3)
-                      for key in ("ready_s", "first_ms", "next_median_ms", "first_over_median")}
+                      for key in rows[0] if key != "models"}
                for mode, rows in rounds.items()}
     result = {"benchmark": "warmup", "model": str(SPEC.relative_to(ROOT)), "version": version.name,
               "request": f"1 sentence, {FOLLOWING} more after the first, HTTP, token-level model",
