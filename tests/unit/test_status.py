@@ -270,3 +270,16 @@ def test_keda_fallback_is_a_false_autoscaling_condition_and_ready_is_unaffected(
     status = st.derive_status(obs, {}, T0)
     assert conds(status)[st.AUTOSCALING] == ("False", st.KEDA_NOT_INSTALLED)
     assert status["phase"] == st.READY_PHASE and conds(status)[st.READY] == ("True", st.AVAILABLE)
+
+
+def test_status_says_how_the_model_is_served_and_the_threads_it_was_timed_with() -> None:
+    config = {"template": "onnx-cpu", "templateDigest": "d" * 64, "digest": "0123456789abcdef"}
+    obs = st.Observation(generation=1, desired_version="k", repository=CLAIM_OK, compression=PUBLISHED,
+                         serving=serving("k", 1), serving_config=config)
+    first = st.derive_status(obs, {}, T0)
+    assert first["servingConfig"] == config
+    changed = st.Observation(generation=2, desired_version="k", repository=CLAIM_OK, compression=PUBLISHED,
+                             serving=serving("k", 1), serving_config={**config, "digest": "fedcba9876543210"})
+    assert st.status_patch(first, st.derive_status(changed, first, T1))["servingConfig"]["digest"] == "fedcba9876543210"
+    timed = st.CompressionSummary.from_dict({**SUMMARY, "threads": 2, "artifact": "a" * 16})
+    assert timed.status_block("k")["threads"] == 2 and timed.artifact == "a" * 16
