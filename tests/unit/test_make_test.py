@@ -106,6 +106,10 @@ def test_an_interrupted_run_stops_the_build(tmp_path: Path) -> None:
     for line in proc.stdout:
         if "waiting for tools/build.sh" in line:
             break
+    sleeping = tmp_path / "record.sleep-pid"
+    deadline = time.monotonic() + 20
+    while not (sleeping.exists() and sleeping.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)    # the build has started its child
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 130
     pids = [int((tmp_path / f"record.{name}-pid").read_text()) for name in ("build", "sleep")]
