@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import cpu_model_and_flags  # noqa: E402
 MODEL = "minilm"
 SEQUENCE = 32
 CONCURRENCY = (1, 8, 32)
@@ -280,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration_per_level_and_round_s": args.duration,
             "intra_op_threads": int(args.cpu),
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                        **cpu_model_and_flags(),
                         "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in load_after]},
             "versions": {"onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
             "config_batching_on": on_config,
