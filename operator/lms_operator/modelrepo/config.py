@@ -16,7 +16,6 @@ from lms_operator.api.spec import ServingSpec
 from lms_operator.modelrepo.templates import load_templates, overlay
 
 
-
 @dataclass(frozen=True)
 class TensorSpec:
     """One model input or output; dims exclude the batch dimension (-1 = variable)."""
